@@ -1,0 +1,101 @@
+# Dialtone: `make deps` once (or let the targets do it), then `make test`.
+#
+#   deps   install Debian packages and pinned Go tools (hack/install-deps.sh);
+#          a stamp file in .bin/ makes it a no-op until that script changes
+#   build  bin/dialtone, bin/dialtone-agent, and the agent for linux/arm
+#          (GOARMv7) and linux/arm64 in bin/linux-arm/ and bin/linux-arm64/
+#   test   go test -race over the whole tree (e2e in ./hack/e2e included)
+#   e2e    only ./hack/e2e, verbose
+#   demo   hack/demo.sh against freshly built binaries
+#   fuzz   every Fuzz target in the tree for FUZZTIME (default 10s) each
+#   bench  hack/bench.sh if present, else every benchmark once
+#   lint   gofmt, go vet, staticcheck
+#   clean  remove build outputs (distclean: also the tools in .bin/)
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := build
+
+# Never let the go command fetch a toolchain: a dependency that needs a newer
+# Go must fail loudly.
+export GOTOOLCHAIN := local
+
+GO        ?= go
+TOOLBIN   := $(CURDIR)/.bin
+DEPSSTAMP := $(TOOLBIN)/.deps-stamp
+STATICCHECK := $(TOOLBIN)/staticcheck
+
+FUZZTIME    ?= 10s
+TESTTIMEOUT ?= 20m
+TESTFLAGS   ?=
+
+SERVER_PKG := ./server/cmd/dialtone
+AGENT_PKG  := ./agent/cmd/dialtone-agent
+
+LDFLAGS := -s -w
+# Static, reproducible binaries: no cgo (the SQLite driver is pure Go).
+GOBUILD := CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)"
+
+# gofmt from the toolchain in use, not whatever is first in PATH.
+GOFMT = $(shell $(GO) env GOROOT)/bin/gofmt
+
+.PHONY: all deps build test e2e demo fuzz bench lint clean distclean
+
+all: lint test build
+
+deps: $(DEPSSTAMP)
+
+$(DEPSSTAMP): hack/install-deps.sh
+	bash hack/install-deps.sh
+	@mkdir -p $(@D)
+	@touch $@
+
+build:
+	$(GOBUILD) -o bin/dialtone $(SERVER_PKG)
+	$(GOBUILD) -o bin/dialtone-agent $(AGENT_PKG)
+	GOOS=linux GOARCH=arm GOARM=7 $(GOBUILD) -o bin/linux-arm/dialtone-agent $(AGENT_PKG)
+	GOOS=linux GOARCH=arm64 $(GOBUILD) -o bin/linux-arm64/dialtone-agent $(AGENT_PKG)
+
+test: deps
+	$(GO) test -race -count=1 -timeout $(TESTTIMEOUT) $(TESTFLAGS) ./...
+
+e2e: deps
+	$(GO) test -race -count=1 -timeout $(TESTTIMEOUT) -v $(TESTFLAGS) ./hack/e2e
+
+demo: deps build
+	bash hack/demo.sh
+
+# Finds `func FuzzXxx(` in *_test.go files and runs each target on its own
+# (go test -fuzz accepts one target per run), package by package.
+fuzz:
+	@files=$$(grep -rlE --include='*_test.go' '^func Fuzz[A-Za-z0-9_]*\(' . \
+		| grep -vE '^\./(\.git|\.bin|bin)/' | sort || true); \
+	if [[ -z "$$files" ]]; then echo "fuzz: no fuzz targets found"; exit 0; fi; \
+	for dir in $$(for f in $$files; do dirname "$$f"; done | sort -u); do \
+		for name in $$(grep -hoE '^func Fuzz[A-Za-z0-9_]*\(' "$$dir"/*_test.go | sed -E 's/^func (Fuzz[A-Za-z0-9_]*)\(/\1/' | sort -u); do \
+			echo "== $$dir $$name ($(FUZZTIME))"; \
+			$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) "$$dir"; \
+		done; \
+	done
+
+bench:
+	@if [[ -f hack/bench.sh ]]; then \
+		bash hack/bench.sh; \
+	else \
+		$(GO) test -run '^$$' -bench . -benchtime 1x ./...; \
+	fi
+
+lint: deps
+	@echo "gofmt -l (all .go files but testdata)"; \
+	out=$$(find . \( -path ./.git -o -path ./.bin -o -path ./bin -o -name testdata \) -prune \
+		-o -name '*.go' -type f -print0 | xargs -0 -r $(GOFMT) -l); \
+	if [[ -n "$$out" ]]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(STATICCHECK) ./...
+
+clean:
+	rm -rf bin/ coverage.out coverage.html *.coverprofile
+
+# clean, and also the pinned tools and the deps stamp.
+distclean: clean
+	rm -rf .bin/

@@ -1,0 +1,356 @@
+// Package cli owns the `dialtone-agent` command line: provisioning a phone's
+// state directory as a factory would, and running the agent (once, or as a
+// daemon). It wires the update, slot and report packages together.
+package cli
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/dialtone-dev/dialtone/agent/report"
+	"github.com/dialtone-dev/dialtone/agent/slot"
+	"github.com/dialtone-dev/dialtone/agent/update"
+	"github.com/dialtone-dev/dialtone/internal/atomicfile"
+	"github.com/dialtone-dev/dialtone/internal/cliconfig"
+	"github.com/dialtone-dev/dialtone/internal/wire"
+	"github.com/spf13/cobra"
+)
+
+// Exit codes of `dialtone-agent --once`.
+const (
+	ExitInstalled  = 0  // a new image was installed and committed
+	ExitError      = 1  // an error that is not a security refusal
+	ExitUsage      = 2  // bad flags or configuration
+	ExitNoUpdate   = 10 // nothing newer for this device
+	ExitRefused    = 20 // verification failed: nothing installed
+	ExitRolledBack = 21 // the new image failed its health checks
+)
+
+var outcomeExit = map[update.Outcome]int{
+	update.Installed: ExitInstalled, update.NoUpdate: ExitNoUpdate, update.Refused: ExitRefused,
+	update.Failed: ExitError, update.RolledBack: ExitRolledBack,
+}
+
+// ExitCodeError carries an exit code out of a command.
+type ExitCodeError struct {
+	Code int
+	Err  error
+}
+
+func (e *ExitCodeError) Error() string { return e.Err.Error() }
+func (e *ExitCodeError) Unwrap() error { return e.Err }
+
+type runOptions struct {
+	Config   string
+	Server   string
+	Broker   string
+	StateDir string
+	Tenant   string
+	DeviceID string
+	Model    string
+	Hardware string
+	Channel  string
+	Slot     string
+	Once     bool
+	Interval time.Duration
+	LogLevel string
+}
+
+func (o *runOptions) AddFlags(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringVar(&o.Config, "config", "", "YAML config file (default /etc/dialtone/agent.yaml when it exists)")
+	f.StringVar(&o.Server, "server", "", "Dialtone server URL")
+	f.StringVar(&o.Broker, "broker", "", "MQTT broker: mqtt://HOST:PORT or mqtts://HOST:PORT")
+	f.StringVar(&o.StateDir, "state-dir", "/var/lib/dialtone", "state directory (trusted root, slots, outbox)")
+	f.StringVar(&o.Tenant, "tenant", "default", "tenant the phone belongs to")
+	f.StringVar(&o.DeviceID, "device-id", "", "device ID (default: the one generated at provisioning)")
+	f.StringVar(&o.Model, "model", "", "phone model")
+	f.StringVar(&o.Hardware, "hardware", "", "hardware revision")
+	f.StringVar(&o.Channel, "channel", "stable", "release channel")
+	f.StringVar(&o.Slot, "slot", "dir", "slot backend: dir")
+	f.BoolVar(&o.Once, "once", false, "run one check-install-report cycle and exit with a status that says what happened (0 installed, 10 no update, 20 refused, 21 rolled back, 1 error)")
+	f.DurationVar(&o.Interval, "interval", time.Hour, "time between update checks (jittered ±10%)")
+	f.StringVar(&o.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
+}
+
+func (o *runOptions) Validate() error {
+	var missing []string
+	for name, v := range map[string]string{"server": o.Server, "broker": o.Broker, "model": o.Model, "hardware": o.Hardware} {
+		if v == "" {
+			missing = append(missing, "--"+name)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("required: %s (flags, DIALTONE_* variables or the config file)", strings.Join(missing, ", "))
+	}
+	if o.Slot != "dir" {
+		return fmt.Errorf("--slot %q: only the dir backend exists yet", o.Slot)
+	}
+	if !strings.HasPrefix(o.Broker, "mqtt://") && !strings.HasPrefix(o.Broker, "mqtts://") {
+		return fmt.Errorf("--broker %q: want mqtt://HOST:PORT or mqtts://HOST:PORT", o.Broker)
+	}
+	if o.Interval < time.Second {
+		return errors.New("--interval must be at least 1s")
+	}
+	return nil
+}
+
+func (o *runOptions) logger(w io.Writer) *slog.Logger {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(o.LogLevel)); err != nil {
+		lvl = slog.LevelInfo
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl}))
+}
+
+func applyConfig(cmd *cobra.Command, path string) error {
+	explicit := path != ""
+	if !explicit {
+		path = os.Getenv("DIALTONE_CONFIG")
+		explicit = path != ""
+	}
+	if path == "" {
+		path = "/etc/dialtone/agent.yaml"
+	}
+	file, err := cliconfig.Load(path, explicit)
+	if err != nil {
+		return &ExitCodeError{Code: ExitUsage, Err: err}
+	}
+	if err := cliconfig.Apply(cmd, "DIALTONE", file); err != nil {
+		return &ExitCodeError{Code: ExitUsage, Err: err}
+	}
+	return nil
+}
+
+// New returns the root command.
+func New(stdout, stderr io.Writer) *cobra.Command {
+	o := &runOptions{}
+	root := &cobra.Command{
+		Use:           "dialtone-agent",
+		Short:         "The Dialtone agent: verified firmware updates and fleet reports for one phone",
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PreRunE: func(cmd *cobra.Command, _ []string) error {
+			if err := applyConfig(cmd, o.Config); err != nil {
+				return err
+			}
+			if err := o.Validate(); err != nil {
+				return &ExitCodeError{Code: ExitUsage, Err: err}
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			return Run(ctx, o, o.logger(stderr))
+		},
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	o.AddFlags(root)
+	root.AddCommand(provisionCmd(stdout))
+	return root
+}
+
+// Execute runs the command line and returns the exit code.
+func Execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	root := New(stdout, stderr)
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	var ec *ExitCodeError
+	if errors.As(err, &ec) {
+		if ec.Err != nil {
+			fmt.Fprintln(stderr, "dialtone-agent:", ec.Err)
+		}
+		return ec.Code
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "dialtone-agent:", err)
+		return ExitError
+	}
+	return 0
+}
+
+type provisionOptions struct {
+	Root           string
+	StateDir       string
+	Model          string
+	FactoryVersion string
+	DeviceID       string
+}
+
+func provisionCmd(stdout io.Writer) *cobra.Command {
+	o := &provisionOptions{}
+	cmd := &cobra.Command{
+		Use:   "provision",
+		Short: "Install the trusted TUF root and the factory image's slot state, as a factory would",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			root, err := os.ReadFile(o.Root)
+			if err != nil {
+				return fmt.Errorf("reading root: %w", err)
+			}
+			if len(root) > 512<<10 {
+				return fmt.Errorf("%s is larger than a root metadata file may be", o.Root)
+			}
+			if err := os.MkdirAll(o.StateDir, 0o700); err != nil {
+				return err
+			}
+			if err := update.Provision(o.StateDir, root); err != nil {
+				return err
+			}
+			if _, err := slot.ProvisionDir(filepath.Join(o.StateDir, "slots"), slot.Info{Model: o.Model, Version: o.FactoryVersion}); err != nil {
+				return err
+			}
+			id := o.DeviceID
+			if id == "" {
+				b := make([]byte, 8)
+				if _, err := rand.Read(b); err != nil {
+					return err
+				}
+				id = "dev-" + hex.EncodeToString(b)
+			}
+			if !wire.ValidID(id) {
+				return &ExitCodeError{Code: ExitUsage, Err: fmt.Errorf("bad device id %q", id)}
+			}
+			if err := atomicfile.WriteFile(filepath.Join(o.StateDir, "device-id"), []byte(id+"\n"), 0o600); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "provisioned %s as %s (factory image %s)\n", o.StateDir, id, o.FactoryVersion)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&o.Root, "root", "", "trusted TUF root metadata (1.root.json from the server's repository)")
+	cmd.Flags().StringVar(&o.StateDir, "state-dir", "/var/lib/dialtone", "state directory to create")
+	cmd.Flags().StringVar(&o.Model, "model", "", "phone model of the factory image")
+	cmd.Flags().StringVar(&o.FactoryVersion, "factory-version", "0.0.0", "version of the factory image in slot A")
+	cmd.Flags().StringVar(&o.DeviceID, "device-id", "", "device ID (default: random)")
+	_ = cmd.MarkFlagRequired("root")
+	return cmd
+}
+
+func readDeviceID(stateDir string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(stateDir, "device-id"))
+	if err != nil {
+		return "", fmt.Errorf("reading device id (provision the device first): %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// Run runs the agent until ctx ends, or one cycle with o.Once.
+func Run(ctx context.Context, o *runOptions, log *slog.Logger) error {
+	id := o.DeviceID
+	if id == "" {
+		var err error
+		if id, err = readDeviceID(o.StateDir); err != nil {
+			return err
+		}
+	}
+	slots, err := slot.OpenDir(filepath.Join(o.StateDir, "slots"))
+	if err != nil {
+		return err
+	}
+	rep, err := report.New(report.Options{
+		Broker: o.Broker, Tenant: o.Tenant, Device: id, OutboxDir: filepath.Join(o.StateDir, "outbox"),
+		Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	st, err := slots.Status()
+	if err != nil {
+		return err
+	}
+	rep.SetWill(wire.State{Schema: wire.SchemaVersion, Tenant: o.Tenant, Device: id, Model: o.Model, Hardware: o.Hardware,
+		Version: st.Slots[st.Active].Version, Slot: st.Active, UpdateState: wire.UpdateIdle})
+	if err := rep.Connect(ctx); err != nil {
+		// Events wait in the outbox; the health check of a trial boot is what
+		// insists on the broker.
+		log.Warn("broker not reached yet", "err", err)
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := rep.Close(cctx); err != nil {
+			log.Warn("closing report client", "err", err)
+		}
+	}()
+	ag, err := update.New(update.Config{
+		Server: o.Server, StateDir: o.StateDir, Tenant: o.Tenant, Device: id, Model: o.Model,
+		Hardware: o.Hardware, Channel: o.Channel, Logger: log.With("component", "update"),
+		Health: func(ctx context.Context) error {
+			// The broker must have taken every event so far.
+			hctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			if err := rep.Flush(hctx); err != nil {
+				return fmt.Errorf("broker not reached: %w", err)
+			}
+			return nil
+		},
+	}, slots, rep)
+	if err != nil {
+		return err
+	}
+	// Every start is a boot: a trial slot is committed or rolled back here.
+	if out, err := ag.Start(ctx); err != nil {
+		log.Error("boot checks", "outcome", out, "err", err)
+		if o.Once {
+			return &ExitCodeError{Code: outcomeExit[out], Err: err}
+		}
+	}
+	cycle := func() (update.Outcome, error) {
+		out, _, err := ag.Check(ctx)
+		if out == update.Installed {
+			// The dir backend reboots by running the boot sequence again.
+			log.Info("rebooting into the new slot")
+			out, err = ag.Start(ctx)
+		}
+		return out, err
+	}
+	if o.Once {
+		out, err := cycle()
+		fctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		defer cancel()
+		if ferr := rep.Flush(fctx); ferr != nil {
+			log.Warn("events still queued in the outbox", "err", ferr)
+		}
+		log.Info("cycle done", "outcome", out)
+		if err != nil || out != update.Installed {
+			return &ExitCodeError{Code: outcomeExit[out], Err: err}
+		}
+		return nil
+	}
+	for {
+		if out, err := cycle(); err != nil {
+			log.Warn("update cycle", "outcome", out, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case cmd := <-rep.Commands():
+			log.Info("command", "name", cmd.Name)
+		case <-time.After(jitter(o.Interval)):
+		}
+	}
+}
+
+func jitter(d time.Duration) time.Duration {
+	n, err := rand.Int(rand.Reader, big.NewInt(int64(d/5)+1))
+	if err != nil {
+		return d
+	}
+	return d - d/10 + time.Duration(n.Int64())
+}

@@ -1,0 +1,464 @@
+// Package update owns the phone's update flow: refresh TUF metadata, pick the
+// firmware meant for this device, download it resumably into the inactive
+// slot while hashing, check the TUF hash and the publisher's signature,
+// install, boot it on trial, and commit or roll back on the health checks
+// (DESIGN.md §4). Each step is reported as an event.
+package update
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/dialtone-dev/dialtone/agent/slot"
+	"github.com/dialtone-dev/dialtone/firmware"
+	"github.com/dialtone-dev/dialtone/internal/wire"
+	"golang.org/x/mod/semver"
+)
+
+// Outcome is what one update cycle did.
+type Outcome int
+
+// Outcomes of a cycle.
+const (
+	NoUpdate   Outcome = iota // nothing newer for this device
+	Installed                 // a new image was installed and committed
+	Refused                   // something failed verification; nothing installed
+	Failed                    // an error that is not a security refusal
+	RolledBack                // the new image failed its health checks
+)
+
+func (o Outcome) String() string {
+	return [...]string{"no-update", "installed", "refused", "failed", "rolled-back"}[o]
+}
+
+// RefusedError is a verification failure: the update was refused for
+// security reasons and nothing was installed.
+type RefusedError struct {
+	Reason string
+	Err    error
+}
+
+func (e *RefusedError) Error() string {
+	if e.Err != nil {
+		return "update refused: " + e.Reason + ": " + e.Err.Error()
+	}
+	return "update refused: " + e.Reason
+}
+
+func (e *RefusedError) Unwrap() error { return e.Err }
+
+// Slots is what the agent needs of a slot backend.
+type Slots interface {
+	Status() (slot.Status, error)
+	BeginInstall(ctx context.Context) (*slot.Install, error)
+	SetTrial(ctx context.Context, s string) error
+	Boot(ctx context.Context) (slot.Status, error)
+	Commit(ctx context.Context) error
+	Rollback(ctx context.Context, reason string) error
+}
+
+// Reporter is what the agent needs of the MQTT client.
+type Reporter interface {
+	PublishState(ctx context.Context, s wire.State) error
+	Event(ctx context.Context, e wire.Event) (wire.Event, error)
+}
+
+// Config of the agent's update flow.
+type Config struct {
+	Server   string // base URL of the Dialtone server
+	StateDir string
+	Tenant   string
+	Device   string
+	Model    string
+	Hardware string
+	Channel  string // default "stable"
+	// Health runs the checks that must pass on a trial boot beyond fresh
+	// TUF metadata (broker reached, …). Nil means none.
+	Health     func(ctx context.Context) error
+	HTTPClient *http.Client
+	Logger     *slog.Logger
+	Now        func() time.Time
+}
+
+// Agent runs the update flow for one device.
+type Agent struct {
+	cfg   Config
+	slots Slots
+	rep   Reporter
+	http  *http.Client
+	log   *slog.Logger
+	tuf   wire.TUFVersions
+	state string
+}
+
+// New builds an agent.
+func New(cfg Config, slots Slots, rep Reporter) (*Agent, error) {
+	if cfg.Server == "" || cfg.StateDir == "" {
+		return nil, errors.New("update: server and state dir are required")
+	}
+	for _, v := range []string{cfg.Tenant, cfg.Device, cfg.Model} {
+		if !wire.ValidID(v) {
+			return nil, fmt.Errorf("update: bad tenant, device or model name %q", v)
+		}
+	}
+	if cfg.Hardware == "" {
+		return nil, errors.New("update: hardware revision is required")
+	}
+	if cfg.Channel == "" {
+		cfg.Channel = "stable"
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	hc := cfg.HTTPClient
+	if hc == nil {
+		hc = &http.Client{Transport: &http.Transport{
+			Proxy:                 http.ProxyFromEnvironment,
+			ResponseHeaderTimeout: 30 * time.Second,
+			IdleConnTimeout:       90 * time.Second,
+		}}
+	}
+	return &Agent{cfg: cfg, slots: slots, rep: rep, http: hc, log: cfg.Logger, state: wire.UpdateIdle}, nil
+}
+
+func (a *Agent) event(ctx context.Context, typ, version, msg string, fields map[string]string) {
+	_, err := a.rep.Event(ctx, wire.Event{Type: typ, Version: version, Message: msg, Fields: fields})
+	if err != nil {
+		a.log.Error("recording event", "type", typ, "err", err)
+	}
+}
+
+// ReportState publishes the device's retained state.
+func (a *Agent) ReportState(ctx context.Context) error {
+	st, err := a.slots.Status()
+	if err != nil {
+		return err
+	}
+	return a.rep.PublishState(ctx, wire.State{
+		Schema: wire.SchemaVersion, Tenant: a.cfg.Tenant, Device: a.cfg.Device, Model: a.cfg.Model,
+		Hardware: a.cfg.Hardware, Version: st.Slots[st.Active].Version, Slot: st.Active,
+		UpdateState: a.state, Online: true, TUF: a.tuf, Time: a.cfg.Now().UTC(),
+	})
+}
+
+func (a *Agent) setState(ctx context.Context, s string) {
+	a.state = s
+	if err := a.ReportState(ctx); err != nil {
+		a.log.Warn("reporting state", "err", err)
+	}
+}
+
+// Start runs at every boot of the agent: it records the boot and, on a trial
+// boot, runs the health checks and commits the slot or rolls back.
+func (a *Agent) Start(ctx context.Context) (Outcome, error) {
+	st, err := a.slots.Boot(ctx)
+	if err != nil {
+		return Failed, fmt.Errorf("boot: %w", err)
+	}
+	a.event(ctx, wire.EventBoot, st.Slots[st.Active].Version, "booted slot "+st.Active, map[string]string{"slot": st.Active})
+	if st.LastRollback != "" && !st.Trial {
+		a.log.Warn("previous trial failed", "reason", st.LastRollback)
+	}
+	if !st.Trial {
+		a.setState(ctx, a.state)
+		return NoUpdate, nil
+	}
+	version := st.Slots[st.Active].Version
+	a.setState(ctx, wire.UpdateTrial)
+	if err := a.health(ctx); err != nil {
+		reason := "health check failed: " + err.Error()
+		if rerr := a.slots.Rollback(ctx, reason); rerr != nil {
+			return Failed, fmt.Errorf("rollback: %w", rerr)
+		}
+		a.event(ctx, wire.EventRolledBack, version, reason, nil)
+		a.setState(ctx, wire.UpdateRolledBack)
+		return RolledBack, errors.New(reason)
+	}
+	if err := a.slots.Commit(ctx); err != nil {
+		return Failed, fmt.Errorf("commit: %w", err)
+	}
+	a.event(ctx, wire.EventCommitted, version, "committed slot "+st.Active, map[string]string{"slot": st.Active})
+	a.setState(ctx, wire.UpdateCommitted)
+	return Installed, nil
+}
+
+func (a *Agent) health(ctx context.Context) error {
+	t, err := a.refresh(ctx)
+	if err != nil {
+		return fmt.Errorf("tuf metadata not fresh: %w", err)
+	}
+	a.tuf = t.versions()
+	if a.cfg.Health != nil {
+		return a.cfg.Health(ctx)
+	}
+	return nil
+}
+
+// Check runs one update cycle: check, and when something newer is there,
+// download, verify, install and set a trial boot. It does not reboot.
+func (a *Agent) Check(ctx context.Context) (Outcome, *slot.Info, error) {
+	st, err := a.slots.Status()
+	if err != nil {
+		return Failed, nil, err
+	}
+	if st.Trial {
+		return Failed, nil, errors.New("check: a trial boot awaits its health checks")
+	}
+	current := st.Slots[st.Active].Version
+	t, err := a.refresh(ctx)
+	if err != nil {
+		return a.fail(ctx, current, err)
+	}
+	a.tuf = t.versions()
+	cands, err := t.firmwareTargets(a.cfg.Model)
+	if err != nil {
+		return a.fail(ctx, current, err)
+	}
+	c, ok := a.pick(cands, current)
+	if !ok {
+		a.event(ctx, wire.EventUpToDate, current, "no newer firmware", nil)
+		a.setState(ctx, wire.UpdateIdle)
+		return NoUpdate, nil, nil
+	}
+	a.log.Info("update found", "target", c.path, "version", c.custom.Version)
+	a.event(ctx, wire.EventUpdateStarted, c.custom.Version, c.path, map[string]string{"from": current})
+	a.setState(ctx, wire.UpdateDownloading)
+	info, err := a.install(ctx, t, c)
+	if err != nil {
+		return a.fail(ctx, c.custom.Version, err)
+	}
+	a.event(ctx, wire.EventInstalled, c.custom.Version, "installed into slot "+info.slot, map[string]string{"slot": info.slot, "sha256": info.Info.SHA256})
+	a.setState(ctx, wire.UpdateInstalled)
+	return Installed, &info.Info, nil
+}
+
+func (a *Agent) fail(ctx context.Context, version string, err error) (Outcome, *slot.Info, error) {
+	var ref *RefusedError
+	if errors.As(err, &ref) {
+		a.log.Warn("update refused", "err", err)
+		a.event(ctx, wire.EventRefused, version, err.Error(), map[string]string{"reason": ref.Reason})
+		a.event(ctx, wire.EventSecurity, version, err.Error(), map[string]string{"kind": "update-refused"})
+		a.setState(ctx, wire.UpdateRefused)
+		return Refused, nil, err
+	}
+	a.log.Error("update failed", "err", err)
+	a.event(ctx, wire.EventFailed, version, err.Error(), nil)
+	a.setState(ctx, wire.UpdateFailed)
+	return Failed, nil, err
+}
+
+func semv(v string) string { return "v" + v }
+
+// pick chooses the newest target for this model, hardware and channel that
+// is newer than current and allows an update from current.
+func (a *Agent) pick(cands []candidate, current string) (candidate, bool) {
+	var best candidate
+	found := false
+	for _, c := range cands {
+		cu := c.custom
+		if cu.Model != a.cfg.Model || cu.Channel != a.cfg.Channel || !slices.Contains(cu.Hardware, a.cfg.Hardware) {
+			continue
+		}
+		if !semver.IsValid(semv(cu.Version)) || semver.Compare(semv(cu.Version), semv(current)) <= 0 {
+			continue
+		}
+		if cu.MinVersion != "" && semver.Compare(semv(current), semv(cu.MinVersion)) < 0 {
+			continue
+		}
+		if !found || semver.Compare(semv(cu.Version), semv(best.custom.Version)) > 0 {
+			best, found = c, true
+		}
+	}
+	return best, found
+}
+
+type installed struct {
+	slot.Info
+	slot string
+}
+
+func (a *Agent) install(ctx context.Context, t *trust, c candidate) (*installed, error) {
+	sha, ok := c.info.Hashes["sha256"]
+	if !ok {
+		return nil, &RefusedError{Reason: "target has no sha256 hash"}
+	}
+	shaHex := hex.EncodeToString(sha)
+	sig, err := t.smallTarget(ctx, c.custom.Signature, 4096)
+	if err != nil {
+		return nil, err
+	}
+	keys := t.publisherKeys(c.role)
+	if len(keys) == 0 {
+		return nil, &RefusedError{Reason: "no publisher key pinned for role " + c.role}
+	}
+	file, err := a.download(ctx, c, shaHex)
+	if err != nil {
+		return nil, err
+	}
+	// The file's SHA-256 was checked against TUF while downloading; the
+	// publisher signature is over that same digest.
+	var sigErr error
+	for _, k := range keys {
+		if sigErr = firmware.VerifySignatureDigest(k, sha, sig); sigErr == nil {
+			break
+		}
+	}
+	if sigErr != nil {
+		os.Remove(file)
+		return nil, &RefusedError{Reason: "publisher signature does not verify", Err: sigErr}
+	}
+	in, err := a.slots.BeginInstall(ctx)
+	if err != nil {
+		return nil, err
+	}
+	man, err := a.extract(ctx, file, in.Path())
+	if err != nil {
+		in.Abort()
+		os.Remove(file)
+		return nil, err
+	}
+	if man.Model != a.cfg.Model || man.Version != c.custom.Version || !slices.Contains(man.Hardware, a.cfg.Hardware) {
+		in.Abort()
+		os.Remove(file)
+		return nil, &RefusedError{Reason: fmt.Sprintf("bundle manifest (%s %s %v) does not match its target or this device", man.Model, man.Version, man.Hardware)}
+	}
+	info := slot.Info{Model: man.Model, Version: man.Version, SHA256: shaHex}
+	if err := in.Finish(ctx, info); err != nil {
+		return nil, err
+	}
+	if err := a.slots.SetTrial(ctx, in.Slot()); err != nil {
+		return nil, err
+	}
+	os.Remove(file)
+	return &installed{Info: info, slot: in.Slot()}, nil
+}
+
+func (a *Agent) extract(ctx context.Context, file, dir string) (firmware.Manifest, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return firmware.Manifest{}, err
+	}
+	defer f.Close()
+	man, err := firmware.Read(ctx, f, firmware.DefaultLimits(), func(p firmware.Payload, r io.Reader) error {
+		out, err := os.OpenFile(filepath.Join(dir, p.Name), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+		if err != nil {
+			return err
+		}
+		_, err = io.CopyBuffer(out, r, make([]byte, 1<<20))
+		if cerr := out.Close(); err == nil {
+			err = cerr
+		}
+		return err
+	})
+	if err != nil {
+		var perr error = err
+		if errors.Is(err, firmware.ErrManifest) || errors.Is(err, firmware.ErrPayloadMismatch) || errors.Is(err, firmware.ErrBundleLayout) {
+			return man, &RefusedError{Reason: "bundle does not verify", Err: perr}
+		}
+		return man, fmt.Errorf("extracting bundle: %w", err)
+	}
+	return man, nil
+}
+
+// download fetches the target into the download folder with HTTP Range
+// resume, hashing as it writes; it never reads more than the TUF length.
+func (a *Agent) download(ctx context.Context, c candidate, shaHex string) (string, error) {
+	dir := filepath.Join(a.cfg.StateDir, "download")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	file := filepath.Join(dir, shaHex+".part")
+	f, err := os.OpenFile(file, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	have, err := io.Copy(h, f)
+	if err != nil {
+		return "", err
+	}
+	if have > c.info.Length {
+		if err := f.Truncate(0); err != nil {
+			return "", err
+		}
+		h.Reset()
+		have = 0
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return "", err
+		}
+	}
+	if have < c.info.Length {
+		dirName, base := filepath.Split(c.path)
+		u := a.cfg.Server + "/tuf/targets/" + dirName + shaHex + "." + base
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		if err != nil {
+			return "", err
+		}
+		if have > 0 {
+			req.Header.Set("Range", "bytes="+strconv.FormatInt(have, 10)+"-")
+		}
+		resp, err := a.http.Do(req)
+		if err != nil {
+			return "", fmt.Errorf("downloading %s: %w", c.path, err)
+		}
+		defer resp.Body.Close()
+		switch {
+		case resp.StatusCode == http.StatusPartialContent && have > 0:
+		case resp.StatusCode == http.StatusOK:
+			if have > 0 {
+				// The server ignored the range: start over.
+				if err := f.Truncate(0); err != nil {
+					return "", err
+				}
+				if _, err := f.Seek(0, io.SeekStart); err != nil {
+					return "", err
+				}
+				h.Reset()
+				have = 0
+			}
+		default:
+			return "", fmt.Errorf("downloading %s: %s", c.path, resp.Status)
+		}
+		a.log.Info("downloading", "target", c.path, "from", have, "length", c.info.Length)
+		remaining := c.info.Length - have
+		n, err := io.CopyBuffer(io.MultiWriter(f, h), io.LimitReader(resp.Body, remaining+1), make([]byte, 1<<20))
+		if n > remaining {
+			f.Truncate(0)
+			return "", &RefusedError{Reason: fmt.Sprintf("server sent more than the %d bytes trusted metadata allows", c.info.Length)}
+		}
+		if err != nil {
+			// Keep what arrived: the next attempt resumes from there.
+			f.Sync()
+			return "", fmt.Errorf("downloading %s: %w", c.path, err)
+		}
+		if n < remaining {
+			f.Sync()
+			return "", fmt.Errorf("downloading %s: connection ended after %d of %d bytes", c.path, have+n, c.info.Length)
+		}
+		a.event(ctx, wire.EventDownload, c.custom.Version, "downloaded", map[string]string{"bytes": strconv.FormatInt(c.info.Length, 10)})
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != shaHex {
+		f.Close()
+		os.Remove(file)
+		return "", &RefusedError{Reason: "downloaded bytes do not match the trusted sha256", Err: fmt.Errorf("got %s, want %s", got, shaHex)}
+	}
+	if err := f.Sync(); err != nil {
+		return "", err
+	}
+	return file, nil
+}

@@ -1,0 +1,1 @@
+MEQCIEJ/HmaN2KpXxQU5FsfSAgoVOoDVHmiWfWXpTuKPda9WAiBGHyMcPFuWw453lCfLao1+PmItyhye8oOo5apEtdX+Vw==

@@ -1,0 +1,239 @@
+// Package wire owns the messages that cross between the agent and the server:
+// the custom metadata of firmware TUF targets, the MQTT topic layout and the
+// JSON payloads published under it. Both sides import it; neither side's
+// internals leak into it.
+package wire
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// SchemaVersion is the version of every MQTT payload this build writes and
+// the only one it accepts.
+const SchemaVersion = 1
+
+// MaxPayload bounds every MQTT payload a decoder accepts.
+const MaxPayload = 64 << 10
+
+// Topic kinds under dialtone/v1/<tenant>/<device>/.
+const (
+	KindState     = "state"
+	KindEvents    = "events"
+	KindTelemetry = "telemetry"
+	KindCmd       = "cmd"
+)
+
+// TopicRoot is the prefix of every Dialtone topic.
+const TopicRoot = "dialtone/v1"
+
+// ErrInvalid is wrapped by every decoding and validation error in this package.
+var ErrInvalid = errors.New("invalid message")
+
+var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// ValidID reports whether s may be used as a tenant, device or model name:
+// it becomes a path element of topics and target paths, so it must not
+// contain separators or MQTT wildcards.
+func ValidID(s string) bool { return idPattern.MatchString(s) }
+
+// Topic returns dialtone/v1/<tenant>/<device>/<kind>.
+func Topic(tenant, device, kind string) string {
+	return TopicRoot + "/" + tenant + "/" + device + "/" + kind
+}
+
+// ParseTopic splits a Dialtone topic into its parts.
+func ParseTopic(topic string) (tenant, device, kind string, err error) {
+	rest, ok := strings.CutPrefix(topic, TopicRoot+"/")
+	if !ok {
+		return "", "", "", fmt.Errorf("%w: topic %q outside %s", ErrInvalid, topic, TopicRoot)
+	}
+	parts := strings.Split(rest, "/")
+	if len(parts) != 3 {
+		return "", "", "", fmt.Errorf("%w: topic %q: want %s/<tenant>/<device>/<kind>", ErrInvalid, topic, TopicRoot)
+	}
+	if !ValidID(parts[0]) || !ValidID(parts[1]) {
+		return "", "", "", fmt.Errorf("%w: topic %q: bad tenant or device", ErrInvalid, topic)
+	}
+	switch parts[2] {
+	case KindState, KindEvents, KindTelemetry, KindCmd:
+	default:
+		return "", "", "", fmt.Errorf("%w: topic %q: unknown kind %q", ErrInvalid, topic, parts[2])
+	}
+	return parts[0], parts[1], parts[2], nil
+}
+
+// TargetCustom is the custom metadata of a firmware bundle target in the
+// publisher's delegated TUF targets metadata (DESIGN.md §2).
+type TargetCustom struct {
+	Model      string    `json:"model"`
+	Version    string    `json:"version"`
+	MinVersion string    `json:"min_version,omitempty"`
+	Hardware   []string  `json:"hardware"`
+	Channel    string    `json:"channel"`
+	Publisher  string    `json:"publisher"`
+	Signature  string    `json:"signature"` // target path of the bundle's signature file
+	Created    time.Time `json:"created"`
+}
+
+// TUFVersions are the metadata versions a device trusts; reported in every
+// state message so a phone stuck behind a frozen mirror shows (threat A9).
+type TUFVersions struct {
+	Root      int64 `json:"root"`
+	Timestamp int64 `json:"timestamp"`
+	Snapshot  int64 `json:"snapshot"`
+	Targets   int64 `json:"targets"`
+}
+
+// Update states a device reports.
+const (
+	UpdateIdle        = "idle"
+	UpdateDownloading = "downloading"
+	UpdateInstalled   = "installed"
+	UpdateTrial       = "trial"
+	UpdateCommitted   = "committed"
+	UpdateRefused     = "refused"
+	UpdateFailed      = "failed"
+	UpdateRolledBack  = "rolled-back"
+)
+
+// State is the retained message on .../state.
+type State struct {
+	Schema      int         `json:"schema"`
+	Tenant      string      `json:"tenant"`
+	Device      string      `json:"device"`
+	Model       string      `json:"model"`
+	Hardware    string      `json:"hardware"`
+	Version     string      `json:"version"`
+	Slot        string      `json:"slot"`
+	UpdateState string      `json:"update_state"`
+	Online      bool        `json:"online"`
+	TUF         TUFVersions `json:"tuf"`
+	Time        time.Time   `json:"time"`
+}
+
+// Event types.
+const (
+	EventBoot          = "boot"
+	EventCheck         = "check"
+	EventDownload      = "download"
+	EventInstalled     = "installed"
+	EventCommitted     = "committed"
+	EventRefused       = "refused"
+	EventFailed        = "failed"
+	EventRolledBack    = "rolled-back"
+	EventSecurity      = "security"
+	EventUpToDate      = "up-to-date"
+	EventAttestation   = "attestation"
+	EventUpdateStarted = "update-started"
+)
+
+var eventTypes = map[string]bool{
+	EventBoot: true, EventCheck: true, EventDownload: true, EventInstalled: true,
+	EventCommitted: true, EventRefused: true, EventFailed: true, EventRolledBack: true,
+	EventSecurity: true, EventUpToDate: true, EventAttestation: true, EventUpdateStarted: true,
+}
+
+// Event is one QoS 1 message on .../events. ID is unique per event and is what
+// ingestion de-duplicates on; Seq orders one device's events.
+type Event struct {
+	Schema  int               `json:"schema"`
+	ID      string            `json:"id"`
+	Device  string            `json:"device"`
+	Seq     uint64            `json:"seq"`
+	Time    time.Time         `json:"time"`
+	Type    string            `json:"type"`
+	Version string            `json:"version,omitempty"`
+	Message string            `json:"message,omitempty"`
+	Fields  map[string]string `json:"fields,omitempty"`
+}
+
+// Command is a message on .../cmd from the server to a device.
+type Command struct {
+	Schema int       `json:"schema"`
+	ID     string    `json:"id"`
+	Name   string    `json:"name"` // check, attest, reboot
+	Time   time.Time `json:"time"`
+}
+
+func decodeStrict(b []byte, v any) error {
+	if len(b) > MaxPayload {
+		return fmt.Errorf("%w: payload of %d bytes exceeds %d", ErrInvalid, len(b), MaxPayload)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if dec.More() {
+		return fmt.Errorf("%w: trailing data after JSON value", ErrInvalid)
+	}
+	return nil
+}
+
+// DecodeState parses and validates a state payload.
+func DecodeState(b []byte) (State, error) {
+	var s State
+	if err := decodeStrict(b, &s); err != nil {
+		return State{}, err
+	}
+	if s.Schema != SchemaVersion {
+		return State{}, fmt.Errorf("%w: schema version %d, want %d", ErrInvalid, s.Schema, SchemaVersion)
+	}
+	if !ValidID(s.Device) || !ValidID(s.Tenant) {
+		return State{}, fmt.Errorf("%w: state: bad device or tenant", ErrInvalid)
+	}
+	if s.Model != "" && !ValidID(s.Model) {
+		return State{}, fmt.Errorf("%w: state: bad model %q", ErrInvalid, s.Model)
+	}
+	if len(s.Version) > 64 || len(s.Hardware) > 64 || len(s.Slot) > 16 || len(s.UpdateState) > 32 {
+		return State{}, fmt.Errorf("%w: state: field too long", ErrInvalid)
+	}
+	return s, nil
+}
+
+// DecodeEvent parses and validates an event payload.
+func DecodeEvent(b []byte) (Event, error) {
+	var e Event
+	if err := decodeStrict(b, &e); err != nil {
+		return Event{}, err
+	}
+	if e.Schema != SchemaVersion {
+		return Event{}, fmt.Errorf("%w: schema version %d, want %d", ErrInvalid, e.Schema, SchemaVersion)
+	}
+	if !ValidID(e.ID) {
+		return Event{}, fmt.Errorf("%w: event: bad id %q", ErrInvalid, e.ID)
+	}
+	if !ValidID(e.Device) {
+		return Event{}, fmt.Errorf("%w: event: bad device", ErrInvalid)
+	}
+	if !eventTypes[e.Type] {
+		return Event{}, fmt.Errorf("%w: event: unknown type %q", ErrInvalid, e.Type)
+	}
+	if len(e.Message) > 4096 || len(e.Fields) > 32 || len(e.Version) > 64 {
+		return Event{}, fmt.Errorf("%w: event: field too long", ErrInvalid)
+	}
+	return e, nil
+}
+
+// DecodeCommand parses and validates a command payload.
+func DecodeCommand(b []byte) (Command, error) {
+	var c Command
+	if err := decodeStrict(b, &c); err != nil {
+		return Command{}, err
+	}
+	if c.Schema != SchemaVersion {
+		return Command{}, fmt.Errorf("%w: schema version %d, want %d", ErrInvalid, c.Schema, SchemaVersion)
+	}
+	switch c.Name {
+	case "check", "attest", "reboot":
+	default:
+		return Command{}, fmt.Errorf("%w: command: unknown name %q", ErrInvalid, c.Name)
+	}
+	return c, nil
+}

@@ -1,0 +1,148 @@
+package broker
+
+import (
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/dialtone-dev/dialtone/internal/wire"
+)
+
+// mayPublish reports whether the device named user may publish to topic:
+// only its own state, events and telemetry, under any valid tenant.
+func mayPublish(user, topic string) bool {
+	_, device, kind, err := wire.ParseTopic(topic)
+	return err == nil && device == user && kind != wire.KindCmd
+}
+
+// maySubscribe reports whether the device named user may subscribe to
+// filter: only its own command topic, spelt out without wildcards.
+func maySubscribe(user, filter string) bool {
+	_, device, kind, err := wire.ParseTopic(filter)
+	return err == nil && device == user && kind == wire.KindCmd
+}
+
+// mayRetain reports whether a message on topic may be retained.
+func mayRetain(topic string) bool {
+	_, _, kind, err := wire.ParseTopic(topic)
+	return err == nil && kind == wire.KindState
+}
+
+// aclHook enforces the device ACL inside mochi. The server's inline client
+// is exempt.
+type aclHook struct {
+	mqtt.HookBase
+	b *Broker
+}
+
+func (h *aclHook) ID() string { return "dialtone-acl" }
+
+func (h *aclHook) Provides(b byte) bool {
+	switch b {
+	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish:
+		return true
+	}
+	return false
+}
+
+// OnConnect checks what mochi's authentication hook cannot see: that the
+// client ID is the username and that the will stays in the device's subtree.
+// mochi sends no CONNACK when this hook fails, so it sends its own.
+func (h *aclHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
+	user := string(pk.Connect.Username)
+	id := pk.Connect.ClientIdentifier
+	code := notAuthorized(cl)
+	var reason string
+	switch {
+	case !wire.ValidID(user):
+		code, reason = packets.ErrBadUsernameOrPassword, "username is not a valid device id"
+	case id != user:
+		code, reason = packets.ErrClientIdentifierNotValid, "client id differs from username"
+	case user == mqtt.InlineClientId:
+		code, reason = packets.ErrClientIdentifierNotValid, "reserved client id"
+	case pk.Connect.WillFlag && !mayPublish(user, pk.Connect.WillTopic):
+		reason = "will topic outside the device's subtree"
+	case pk.Connect.WillFlag && pk.Connect.WillRetain && !mayRetain(pk.Connect.WillTopic):
+		reason = "retained will outside the state topic"
+	default:
+		return nil
+	}
+	h.b.refuse("connection refused", "reason", reason, "client", trunc(id), "username", trunc(user),
+		"will", trunc(pk.Connect.WillTopic), "remote", cl.Net.Remote)
+	if err := h.b.srv.SendConnack(cl, code, false, nil); err != nil {
+		h.b.log.Debug("sending connack", "client", trunc(id), "error", err)
+	}
+	return code
+}
+
+func (h *aclHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	user := string(pk.Connect.Username) // a valid ID: checked by OnConnect
+	if h.b.opts.Auth == nil {
+		return h.b.opts.Dev
+	}
+	ctx, cancel := h.b.authContext()
+	defer cancel()
+	if h.b.opts.Auth.Authenticate(ctx, user, pk.Connect.Password) {
+		return true
+	}
+	h.b.refuse("authentication failed", "username", user, "remote", cl.Net.Remote)
+	return false
+}
+
+// OnACLCheck is called for every publish and subscription of a client
+// (write=true for publish) and again before delivering a message to it.
+func (h *aclHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	if cl.Net.Inline {
+		return true
+	}
+	user := string(cl.Properties.Username)
+	if write {
+		if mayPublish(user, topic) {
+			return true
+		}
+		h.b.refuse("publish refused", "client", cl.ID, "topic", trunc(topic))
+		return false
+	}
+	if maySubscribe(user, topic) {
+		return true
+	}
+	h.b.refuse("subscribe refused", "client", cl.ID, "filter", trunc(topic))
+	return false
+}
+
+// OnPublish refuses retained messages outside state topics, the way mochi
+// refuses a publish that fails OnACLCheck (which cannot see the retain flag).
+func (h *aclHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if cl.Net.Inline || !pk.FixedHeader.Retain || mayRetain(pk.TopicName) {
+		return pk, nil
+	}
+	h.b.refuse("retained publish refused", "client", cl.ID, "topic", trunc(pk.TopicName))
+	switch {
+	case pk.FixedHeader.Qos == 0:
+		return pk, packets.ErrRejectPacket // dropped
+	case cl.Properties.ProtocolVersion == 5:
+		return pk, packets.ErrNotAuthorized // mochi answers with this reason code
+	default:
+		// MQTT 3.1.1 cannot refuse a QoS 1/2 publish: disconnect.
+		_ = h.b.srv.DisconnectClient(cl, packets.ErrNotAuthorized)
+		return pk, packets.ErrRejectPacket
+	}
+}
+
+// notAuthorized is the CONNACK code for "not authorized" in the client's
+// protocol version (mochi maps bad-username-or-password to MQTT 3's
+// "not authorized" but passes 0x87 through unmapped).
+func notAuthorized(cl *mqtt.Client) packets.Code {
+	if cl.Properties.ProtocolVersion == 5 {
+		return packets.ErrNotAuthorized
+	}
+	return packets.ErrBadUsernameOrPassword
+}
+
+// trunc bounds client-chosen strings before they are logged.
+func trunc(s string) string {
+	const limit = 128
+	if len(s) <= limit {
+		return s
+	}
+	return s[:limit] + "…"
+}

@@ -1,0 +1,244 @@
+// Package broker owns the embedded MQTT broker (mochi-mqtt) and its
+// per-device ACL (DESIGN.md §6, threats A1 and A6).
+//
+// A client authenticated as username U must use U as its client ID. It may
+// publish only to dialtone/v1/<tenant>/U/{state,events,telemetry} — its last
+// will included — and subscribe only to dialtone/v1/<tenant>/U/cmd, where
+// <tenant> is any valid wire ID (no wildcards). Only state may be retained.
+// Everything else is refused and counted (see Refusals): a refused
+// subscription gets the failure reason code in its SUBACK; a refused QoS 0
+// publish is dropped; a refused QoS 1/2 publish gets a "not authorized"
+// PUBACK on MQTT 5 and, since MQTT 3.1.1 has no way to refuse a publish,
+// costs an MQTT 3.1.1 client its connection. A connection whose client ID
+// differs from its username, or whose will breaks the rules, is refused in
+// its CONNACK.
+//
+// The server side reaches the broker through Subscribe and Publish, which
+// bypass the ACL.
+package broker
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/dialtone-dev/dialtone/internal/wire"
+)
+
+// Authenticator checks a device's MQTT credentials. The username is the
+// device ID.
+type Authenticator interface {
+	Authenticate(ctx context.Context, username string, password []byte) bool
+}
+
+// Options configures a Broker.
+type Options struct {
+	// Addr is the TCP address to listen on, e.g. "127.0.0.1:0"; with port 0
+	// read the bound address back with Addr after Start.
+	Addr string
+	// Dev enables development mode: without an Authenticator any username
+	// that is a valid wire ID is accepted, with any password. INSECURE: any
+	// client can then impersonate any device.
+	Dev bool
+	// Auth checks credentials; required unless Dev.
+	Auth Authenticator
+	// Logger receives the broker's logs; nil discards them.
+	Logger *slog.Logger
+	// TLS, if set, makes the listener TLS instead of plain TCP.
+	TLS *tls.Config
+}
+
+const (
+	// authTimeout bounds one call to Authenticator.Authenticate.
+	authTimeout = 10 * time.Second
+	// maxPacket bounds every inbound MQTT packet: the largest payload wire
+	// accepts plus room for the topic and headers.
+	maxPacket  = wire.MaxPayload + 4<<10
+	listenerID = "dialtone"
+)
+
+// ErrClosed is returned by Start after Close.
+var ErrClosed = errors.New("broker closed")
+
+// Broker is the embedded MQTT broker.
+type Broker struct {
+	opts Options
+	log  *slog.Logger
+	srv  *mqtt.Server
+
+	refusals atomic.Uint64
+	subID    atomic.Int32
+
+	// ctx is Start's context, the parent of Authenticate calls; written
+	// before the listener accepts its first connection, never after.
+	ctx context.Context
+
+	mu      sync.Mutex
+	ln      *listener
+	started bool
+	closed  bool
+	stop    chan struct{} // closed by Close; ends the ctx watcher
+}
+
+// New validates opts and returns a broker that is not yet listening.
+func New(opts Options) (*Broker, error) {
+	if opts.Addr == "" {
+		return nil, errors.New("broker: empty listen address")
+	}
+	if opts.Auth == nil && !opts.Dev {
+		return nil, errors.New("broker: an authenticator is required outside dev mode")
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	log = log.With("component", "broker")
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumPacketSize = maxPacket
+	srv := mqtt.New(&mqtt.Options{
+		InlineClient: true,
+		Capabilities: caps,
+		Logger:       log.With("mqtt", "mochi"),
+	})
+	b := &Broker{opts: opts, log: log, srv: srv, stop: make(chan struct{})}
+	if err := srv.AddHook(&aclHook{b: b}, nil); err != nil {
+		return nil, fmt.Errorf("broker: adding acl hook: %w", err)
+	}
+	if opts.Dev && opts.Auth == nil {
+		log.Warn("dev mode: devices authenticate by username only; do not use in production")
+	}
+	return b, nil
+}
+
+// Start listens on Options.Addr — so Addr works as soon as it returns — and
+// serves in the background until ctx is done or Close is called.
+func (b *Broker) Start(ctx context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch {
+	case b.closed:
+		return ErrClosed
+	case b.started:
+		return errors.New("broker: already started")
+	}
+	var lc net.ListenConfig
+	nl, err := lc.Listen(ctx, "tcp", b.opts.Addr)
+	if err != nil {
+		return fmt.Errorf("broker: listening on %s: %w", b.opts.Addr, err)
+	}
+	if b.opts.TLS != nil {
+		nl = tls.NewListener(nl, b.opts.TLS)
+	}
+	ln := newListener(listenerID, nl, b.log)
+	if err := b.srv.AddListener(ln); err != nil {
+		_ = nl.Close()
+		return fmt.Errorf("broker: adding listener: %w", err)
+	}
+	b.ln = ln
+	b.ctx = ctx
+	b.started = true
+	if err := b.srv.Serve(); err != nil {
+		b.closeLocked()
+		return fmt.Errorf("broker: serving: %w", err)
+	}
+	b.log.Info("listening", "addr", nl.Addr().String(), "tls", b.opts.TLS != nil, "dev", b.opts.Dev)
+	go func() {
+		select {
+		case <-ctx.Done():
+			_ = b.Close()
+		case <-b.stop:
+		}
+	}()
+	return nil
+}
+
+// Addr is the address the broker listens on, or nil before Start.
+func (b *Broker) Addr() net.Addr {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ln == nil {
+		return nil
+	}
+	return b.ln.nl.Addr()
+}
+
+// Subscribe registers a server-side (inline) subscription to filter,
+// bypassing the ACL. fn is called for every matching message, including the
+// retained ones at subscription time, on the publishing client's goroutine:
+// it must not block long. fn owns the payload slice.
+func (b *Broker) Subscribe(filter string, fn func(topic string, payload []byte)) error {
+	if fn == nil {
+		return errors.New("broker: nil subscription handler")
+	}
+	id := int(b.subID.Add(1))
+	err := b.srv.Subscribe(filter, id, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
+		fn(pk.TopicName, append([]byte(nil), pk.Payload...))
+	})
+	if err != nil {
+		return fmt.Errorf("broker: subscribing to %q: %w", filter, err)
+	}
+	return nil
+}
+
+// Publish publishes a message from the server side, bypassing the ACL (for
+// example a command to dialtone/v1/<tenant>/<device>/cmd). qos caps the QoS
+// at which subscribers receive it.
+func (b *Broker) Publish(topic string, payload []byte, retain bool, qos byte) error {
+	if qos > 2 {
+		return fmt.Errorf("broker: publishing to %q: qos %d", topic, qos)
+	}
+	if err := b.srv.Publish(topic, payload, retain, qos); err != nil {
+		return fmt.Errorf("broker: publishing to %q: %w", topic, err)
+	}
+	return nil
+}
+
+// Refusals is the number of refused connections, publishes and
+// subscriptions since New.
+func (b *Broker) Refusals() uint64 { return b.refusals.Load() }
+
+// Close disconnects every client and stops the broker. It is safe to call
+// more than once.
+func (b *Broker) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.closeLocked()
+	return nil
+}
+
+func (b *Broker) closeLocked() {
+	if b.closed {
+		return
+	}
+	b.closed = true
+	close(b.stop)
+	if !b.started {
+		return
+	}
+	_ = b.srv.Close() // always nil; closes the listener via listener.Close
+	b.ln.wait()
+	b.log.Info("stopped")
+}
+
+func (b *Broker) authContext() (context.Context, context.CancelFunc) {
+	parent := b.ctx
+	if parent == nil {
+		parent = context.Background()
+	}
+	return context.WithTimeout(parent, authTimeout)
+}
+
+func (b *Broker) refuse(msg string, args ...any) {
+	b.refusals.Add(1)
+	b.log.Warn(msg, args...)
+}

@@ -1,0 +1,314 @@
+// Package daemon owns the server process: it bootstraps a data directory,
+// opens the TUF repository, the fleet store and the embedded MQTT broker,
+// wires report ingestion, serves the HTTP API, and shuts all of it down in
+// order. `dialtone server` is a thin shell around Run.
+package daemon
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dialtone-dev/dialtone/internal/atomicfile"
+	"github.com/dialtone-dev/dialtone/keys"
+	"github.com/dialtone-dev/dialtone/server/api"
+	"github.com/dialtone-dev/dialtone/server/broker"
+	"github.com/dialtone-dev/dialtone/server/fleet"
+	"github.com/dialtone-dev/dialtone/server/store"
+	"github.com/dialtone-dev/dialtone/server/tufrepo"
+	"github.com/sigstore/sigstore/pkg/signature"
+)
+
+// ErrNotInitialized means the data directory lacks keys or a repository.
+var ErrNotInitialized = errors.New("data directory not initialised")
+
+// Files in the data directory.
+const (
+	KeysDir        = "keys"
+	RepoDir        = "tuf"
+	AdminTokenFile = "admin.token"
+	AddrFile       = "server.json"
+	DBFile         = "dialtone.db"
+)
+
+// Options of a server run.
+type Options struct {
+	DataDir  string
+	HTTPAddr string // e.g. 127.0.0.1:8080; port 0 picks a free one
+	MQTTAddr string
+	// Dev bootstraps missing keys and repository with development keys and
+	// lets devices onto the broker by name alone. Never for production.
+	Dev    bool
+	Logger *slog.Logger
+	// Ready, when set, is called once the server listens.
+	Ready func(Addrs)
+}
+
+// Addrs are the addresses a running server listens on; also written to
+// DataDir/server.json so that scripts can find a server started on port 0.
+type Addrs struct {
+	HTTP string `json:"http"`
+	MQTT string `json:"mqtt"`
+}
+
+// InitOptions create a repository in a data directory.
+type InitOptions struct {
+	DataDir          string
+	RootKeys         []string // key URIs; offline
+	RootThreshold    int
+	TargetsKeys      []string // key URIs; offline
+	TargetsThreshold int
+	PublisherRole    string
+	PublisherPaths   []string
+	PublisherKeys    []string // key URIs (private: they sign the role's first metadata)
+}
+
+func loadSigners(ctx context.Context, uris []string) ([]signature.Signer, error) {
+	var out []signature.Signer
+	for _, u := range uris {
+		s, err := keys.LoadSigner(ctx, u)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// InitRepository creates the online keys (snapshot, timestamp) under
+// DataDir/keys when missing, the TUF repository signed with the given
+// offline keys, and an admin token.
+func InitRepository(ctx context.Context, o InitOptions) error {
+	kdir := filepath.Join(o.DataDir, KeysDir)
+	if err := os.MkdirAll(kdir, 0o700); err != nil {
+		return fmt.Errorf("init: %w", err)
+	}
+	online := map[string]signature.Signer{}
+	for _, role := range []string{"snapshot", "timestamp"} {
+		p := filepath.Join(kdir, role+".key")
+		if err := keys.Generate(p); err != nil && !errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("init: generating %s key: %w", role, err)
+		}
+		s, err := keys.LoadSigner(ctx, p)
+		if err != nil {
+			return fmt.Errorf("init: %w", err)
+		}
+		online[role] = s
+	}
+	root, err := loadSigners(ctx, o.RootKeys)
+	if err != nil {
+		return fmt.Errorf("init: root keys: %w", err)
+	}
+	targets, err := loadSigners(ctx, o.TargetsKeys)
+	if err != nil {
+		return fmt.Errorf("init: targets keys: %w", err)
+	}
+	pubs, err := loadSigners(ctx, o.PublisherKeys)
+	if err != nil {
+		return fmt.Errorf("init: publisher keys: %w", err)
+	}
+	d := tufrepo.Delegation{Role: o.PublisherRole, Paths: o.PublisherPaths, Threshold: 1, Signers: pubs}
+	for _, s := range pubs {
+		pk, err := s.PublicKey()
+		if err != nil {
+			return fmt.Errorf("init: %w", err)
+		}
+		d.Keys = append(d.Keys, pk)
+	}
+	err = tufrepo.Init(ctx, tufrepo.InitOptions{
+		Dir: filepath.Join(o.DataDir, RepoDir), RootSigners: root, RootThreshold: o.RootThreshold,
+		TargetsSigners: targets, TargetsThreshold: o.TargetsThreshold,
+		Snapshot: online["snapshot"], Timestamp: online["timestamp"], Delegations: []tufrepo.Delegation{d},
+	})
+	if err != nil {
+		return err
+	}
+	return ensureAdminToken(o.DataDir)
+}
+
+func ensureAdminToken(dataDir string) error {
+	p := filepath.Join(dataDir, AdminTokenFile)
+	if _, err := os.Stat(p); err == nil {
+		return nil
+	}
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return err
+	}
+	return atomicfile.WriteFile(p, []byte("dt_"+hex.EncodeToString(b)+"\n"), 0o600)
+}
+
+// BootstrapDev creates development keys and a repository in dataDir when it
+// has none. It reports whether it created anything.
+func BootstrapDev(ctx context.Context, dataDir string) (bool, error) {
+	if _, err := os.Stat(filepath.Join(dataDir, RepoDir, "metadata", "timestamp.json")); err == nil {
+		return false, ensureAdminToken(dataDir)
+	}
+	kdir := filepath.Join(dataDir, KeysDir)
+	if err := os.MkdirAll(kdir, 0o700); err != nil {
+		return false, fmt.Errorf("bootstrap: %w", err)
+	}
+	for _, role := range []string{"root", "targets", "publisher"} {
+		if err := keys.Generate(filepath.Join(kdir, role+".key")); err != nil && !errors.Is(err, fs.ErrExist) {
+			return false, fmt.Errorf("bootstrap: %w", err)
+		}
+	}
+	err := InitRepository(ctx, InitOptions{
+		DataDir:  dataDir,
+		RootKeys: []string{filepath.Join(kdir, "root.key")}, RootThreshold: 1,
+		TargetsKeys: []string{filepath.Join(kdir, "targets.key")}, TargetsThreshold: 1,
+		PublisherRole: "publisher", PublisherPaths: []string{"firmware/*/*"},
+		PublisherKeys: []string{filepath.Join(kdir, "publisher.key")},
+	})
+	return err == nil, err
+}
+
+// ReadAdminToken reads the admin token of a data directory.
+func ReadAdminToken(dataDir string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(dataDir, AdminTokenFile))
+	if err != nil {
+		return "", fmt.Errorf("reading admin token: %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// Run runs the server until ctx ends.
+func Run(ctx context.Context, o Options) error {
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if o.Dev {
+		if _, err := BootstrapDev(ctx, o.DataDir); err != nil {
+			return err
+		}
+	}
+	kdir := filepath.Join(o.DataDir, KeysDir)
+	for _, f := range []string{filepath.Join(kdir, "snapshot.key"), filepath.Join(kdir, "timestamp.key"), filepath.Join(o.DataDir, RepoDir, "metadata", "timestamp.json"), filepath.Join(o.DataDir, AdminTokenFile)} {
+		if _, err := os.Stat(f); err != nil {
+			return fmt.Errorf("%w: %s is missing: create the repository with `dialtone tuf init --data-dir %s …` (offline root, targets and publisher keys), or run `dialtone server --dev` for a development setup", ErrNotInitialized, f, o.DataDir)
+		}
+	}
+	snap, err := keys.LoadSigner(ctx, filepath.Join(kdir, "snapshot.key"))
+	if err != nil {
+		return err
+	}
+	ts, err := keys.LoadSigner(ctx, filepath.Join(kdir, "timestamp.key"))
+	if err != nil {
+		return err
+	}
+	repo, err := tufrepo.Open(ctx, filepath.Join(o.DataDir, RepoDir), snap, ts, tufrepo.WithLogger(log.With("component", "tuf")))
+	if err != nil {
+		return err
+	}
+	token, err := ReadAdminToken(o.DataDir)
+	if err != nil {
+		return err
+	}
+	st, err := store.OpenSQLite(ctx, filepath.Join(o.DataDir, DBFile))
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	bopts := broker.Options{Addr: o.MQTTAddr, Dev: o.Dev, Logger: log}
+	if !o.Dev {
+		bopts.Auth = noDeviceAuth{log: log}
+	}
+	br, err := broker.New(bopts)
+	if err != nil {
+		return err
+	}
+	if err := br.Start(ctx); err != nil {
+		return err
+	}
+	defer br.Close()
+
+	ing := fleet.NewIngester(st, log.With("component", "fleet"))
+	msgs := make(chan [2][]byte, 4096)
+	for _, kind := range []string{"state", "events", "telemetry"} {
+		err := br.Subscribe("dialtone/v1/+/+/"+kind, func(topic string, payload []byte) {
+			select {
+			case msgs <- [2][]byte{[]byte(topic), append([]byte(nil), payload...)}:
+			case <-ctx.Done():
+			}
+		})
+		if err != nil {
+			return fmt.Errorf("subscribing for ingestion: %w", err)
+		}
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case m := <-msgs:
+				if err := ing.Handle(ctx, string(m[0]), m[1]); err != nil {
+					log.Warn("report rejected", "topic", string(m[0]), "err", err)
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+
+	h, err := api.New(api.Options{Repo: repo, Devices: st, AdminToken: token, Logger: log.With("component", "api")})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", o.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", o.HTTPAddr, err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	addrs := Addrs{HTTP: ln.Addr().String(), MQTT: br.Addr().String()}
+	b, _ := json.Marshal(addrs)
+	if err := atomicfile.WriteFile(filepath.Join(o.DataDir, AddrFile), b, 0o644); err != nil {
+		ln.Close()
+		return err
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		repo.Run(ctx, time.Minute)
+	}()
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	log.Info("server listening", "http", addrs.HTTP, "mqtt", addrs.MQTT, "data", o.DataDir)
+	if o.Ready != nil {
+		o.Ready(addrs)
+	}
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		return fmt.Errorf("http server: %w", err)
+	}
+	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = srv.Shutdown(shutCtx)
+	wg.Wait()
+	log.Info("server stopped")
+	return err
+}
+
+// noDeviceAuth refuses every device until device certificates exist: a
+// production broker must not let a phone in by its name alone (threat A1).
+type noDeviceAuth struct{ log *slog.Logger }
+
+func (n noDeviceAuth) Authenticate(_ context.Context, username string, _ []byte) bool {
+	n.log.Warn("device refused: device authentication needs attestation-issued certificates, not available yet outside --dev", "device", username)
+	return false
+}
