@@ -21,6 +21,10 @@ SHELL := /bin/bash
 export GOTOOLCHAIN := local
 
 GO        ?= go
+# A fresh machine may have Go at /usr/local/go without it being on PATH.
+ifeq ($(shell command -v $(GO) 2>/dev/null),)
+export PATH := /usr/local/go/bin:$(PATH)
+endif
 TOOLBIN   := $(CURDIR)/.bin
 DEPSSTAMP := $(TOOLBIN)/.deps-stamp
 STATICCHECK := $(TOOLBIN)/staticcheck

@@ -126,6 +126,9 @@ func readPayload(tr *tar.Reader, br *boundedReader, p Payload, fn func(Payload, 
 			}
 			return fmt.Errorf("processing payload %q: %w", p.Name, err)
 		}
+		if pr.streamErr != nil {
+			return pr.streamErr // fn swallowed it; the bundle is still bad
+		}
 	}
 	if _, err := io.CopyBuffer(h, readerOnly{tr}, buf); err != nil {
 		return br.classify(fmt.Sprintf("reading payload %q", p.Name), err)

@@ -294,6 +294,33 @@ func TestReadCallback(t *testing.T) {
 		}
 	})
 
+	t.Run("truncation swallowed by callback", func(t *testing.T) {
+		cut := bundle[:len(bundle)-2*copyBufferSize/3]
+		_, err := Read(context.Background(), bytes.NewReader(cut), Limits{}, func(p Payload, r io.Reader) error {
+			_, _ = io.Copy(io.Discard, r)
+			return nil
+		})
+		if !errors.Is(err, ErrBundleLayout) {
+			t.Fatalf("err = %v, want ErrBundleLayout", err)
+		}
+	})
+
+	t.Run("reader is dead after the callback", func(t *testing.T) {
+		var kept io.Reader
+		_, err := Read(context.Background(), bytes.NewReader(bundle), Limits{}, func(p Payload, r io.Reader) error {
+			if kept == nil {
+				kept = r
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n, err := kept.Read(make([]byte, 10)); n != 0 || err == nil {
+			t.Fatalf("Read after the callback = %d, %v; want an error", n, err)
+		}
+	})
+
 	t.Run("tampering is caught after the callback", func(t *testing.T) {
 		bad := bytes.Clone(bundle)
 		bad[len(bad)-2*tarEndSize-100] ^= 0xff // inside the last payload

@@ -136,6 +136,9 @@ func decodeSignature(sigB64 []byte) ([]byte, error) {
 func checkPublicKey(pub crypto.PublicKey) error {
 	switch k := pub.(type) {
 	case *ecdsa.PublicKey:
+		// A zero PublicKey makes crypto/ecdsa's own Bytes and Verify panic,
+		// so the raw coordinates are the only way to refuse it first.
+		//lint:ignore SA1019 checking for nil, not using the coordinates
 		if k == nil || k.X == nil || k.Y == nil {
 			return errors.New("empty ECDSA public key")
 		}

@@ -94,9 +94,6 @@ run_agents 20
 grep -h 'update refused' "$dir/phone-1.log" | head -1 | sed 's/^/  /'
 
 sleep 1
-step "Operator: the fleet"
-"$dialtone" devices list
-
 if [ "${DEMO_KEEP:-0}" = 1 ]; then
   cat <<MSG
 
@@ -109,5 +106,5 @@ Stop it with: kill $server_pid
 MSG
   trap - EXIT
 fi
-echo
-echo "demo: done"
+step "Operator: the fleet (three phones on 1.1.0 that refused the tampered 1.2.0)"
+"$dialtone" devices list

@@ -57,7 +57,7 @@ var (
 // never leaves a truncated key behind. It refuses to overwrite either file:
 // the error wraps fs.ErrExist. Losing a signing key that is pinned in TUF
 // metadata means a key rotation, so clobbering one must never be a default.
-func Generate(path string) (err error) {
+func Generate(path string) error {
 	pubPath := path + ".pub"
 	for _, p := range []string{path, pubPath} {
 		if _, statErr := os.Lstat(p); statErr == nil {

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/dialtone-dev/dialtone/internal/atomicfile"
 	"github.com/dialtone-dev/dialtone/internal/wire"
 )
 
@@ -22,13 +23,13 @@ import (
 //	seq                         last Seq assigned, decimal
 //	ev-<20-digit seq>.json      one pending event, exactly the payload sent
 //	bad-ev-<seq>.json           a pending event that failed to decode at startup (kept for inspection)
-//	.tmp-*                      temporary files of an interrupted write (removed at startup)
+//	.*                          temporary files of an interrupted atomic write (removed at startup)
 const (
 	seqFile     = "seq"
 	eventPrefix = "ev-"
 	eventSuffix = ".json"
 	badPrefix   = "bad-"
-	tmpPrefix   = ".tmp-"
+	tmpPrefix   = "." // atomicfile's temporary files
 )
 
 // entry is one pending event.
@@ -74,7 +75,7 @@ func openOutbox(dir string, limit int, log *slog.Logger) (*outbox, error) {
 	}
 	for _, de := range des {
 		name := de.Name()
-		if strings.HasPrefix(name, tmpPrefix) {
+		if strings.HasPrefix(name, tmpPrefix) && de.Type().IsRegular() {
 			if err := os.Remove(filepath.Join(dir, name)); err != nil {
 				return nil, fmt.Errorf("removing interrupted write: %w", err)
 			}
@@ -155,11 +156,11 @@ func (o *outbox) add(e wire.Event) (wire.Event, error) {
 	}
 	// The sequence first: a crash between the two writes leaves a gap in
 	// Seq, never a reused Seq.
-	if err := writeFileAtomic(o.dir, seqFile, []byte(strconv.FormatUint(e.Seq, 10)+"\n")); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(o.dir, seqFile), []byte(strconv.FormatUint(e.Seq, 10)+"\n"), 0o600); err != nil {
 		return wire.Event{}, fmt.Errorf("persisting outbox sequence: %w", err)
 	}
 	o.seq = e.Seq
-	if err := writeFileAtomic(o.dir, eventName(e.Seq), payload); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(o.dir, eventName(e.Seq)), payload, 0o600); err != nil {
 		return wire.Event{}, fmt.Errorf("persisting event: %w", err)
 	}
 	o.pending = append(o.pending, &entry{seq: e.Seq, id: e.ID, payload: payload})
@@ -207,45 +208,4 @@ func (o *outbox) state() (int, <-chan struct{}) {
 func (o *outbox) notifyLocked() {
 	close(o.changed)
 	o.changed = make(chan struct{})
-}
-
-// writeFileAtomic replaces dir/name with data: temporary file in the same
-// directory, write, fsync, close, rename, fsync the directory.
-func writeFileAtomic(dir, name string, data []byte) (err error) {
-	f, err := os.CreateTemp(dir, tmpPrefix+name+"-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			_ = f.Close()
-			_ = os.Remove(tmp)
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = f.Chmod(0o600); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(tmp, filepath.Join(dir, name)); err != nil {
-		return err
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

@@ -229,6 +229,8 @@ func (c *Client) Connect(ctx context.Context) error {
 		}
 		select {
 		case <-status:
+		case <-c.done:
+			return ErrClosed
 		case <-ctx.Done():
 			return fmt.Errorf("report: connecting to %s: %w (last attempt: %v)", c.broker.Host, ctx.Err(), lastErr)
 		}
@@ -458,7 +460,14 @@ func (c *Client) publishOffline(ctx context.Context) error {
 	c.mu.Lock()
 	c.state = &s
 	c.mu.Unlock()
-	return c.publishState(ctx, sess, s)
+	err := c.publishState(ctx, sess, s)
+	if err != nil && ctx.Err() == nil {
+		// The connection broke under us: the broker publishes the will,
+		// which is the same offline state.
+		c.log.Warn("publishing offline state; the broker will publish the last will instead", "error", err)
+		return nil
+	}
+	return err
 }
 
 // offlineState is the will's base with Online false and the current time.

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -40,7 +39,10 @@ func buildBinaries(t *testing.T) {
 		if bins.err != nil {
 			return
 		}
-		goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+		goBin, err := exec.LookPath("go")
+		if err != nil {
+			goBin = "/usr/local/go/bin/go"
+		}
 		for _, b := range []struct {
 			out       *string
 			pkg, name string
@@ -114,7 +116,6 @@ type server struct {
 	mqtt    string
 	token   string
 	cmd     *exec.Cmd
-	log     *bytes.Buffer
 }
 
 func (s *server) url() string    { return "http://" + s.http }
@@ -125,9 +126,23 @@ func (s *server) clientEnv() []string {
 	return []string{"DIALTONE_SERVER=" + s.url(), "DIALTONE_TOKEN=" + s.token, "DIALTONE_CONFIG=/dev/null"}
 }
 
+// logBuffer collects a server's output; exec copies both streams into it
+// from its own goroutines, and the test reads it after the process ends.
 type logBuffer struct {
 	mu sync.Mutex
-	bytes.Buffer
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func startServer(t *testing.T) *server {
@@ -136,7 +151,7 @@ func startServer(t *testing.T) *server {
 	lb := &logBuffer{}
 	cmd := exec.Command(bins.server, "server", "--dev", "--data-dir", s.dataDir, "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0")
 	cmd.Env = append(os.Environ(), "DIALTONE_CONFIG=/dev/null")
-	cmd.Stdout, cmd.Stderr = &lb.Buffer, &lb.Buffer
+	cmd.Stdout, cmd.Stderr = lb, lb
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

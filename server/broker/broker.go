@@ -197,6 +197,9 @@ func (b *Broker) Publish(topic string, payload []byte, retain bool, qos byte) er
 	if qos > 2 {
 		return fmt.Errorf("broker: publishing to %q: qos %d", topic, qos)
 	}
+	if topic == "" || !mqtt.IsValidFilter(topic, true) { // mochi checks little for the inline client
+		return fmt.Errorf("broker: publishing to %q: invalid topic name", topic)
+	}
 	if err := b.srv.Publish(topic, payload, retain, qos); err != nil {
 		return fmt.Errorf("broker: publishing to %q: %w", topic, err)
 	}

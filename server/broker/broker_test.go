@@ -235,6 +235,12 @@ func TestDeviceCannotSubscribeOutsideItsCommands(t *testing.T) {
 	}
 	got.WaitFor(t, waitFor, "own command", hasPayload("for-phone1"))
 	mustNotContain(t, got, "for-phone2")
+
+	for _, topic := range []string{"", "dialtone/v1/+/phone1/cmd", "dialtone/#"} {
+		if err := b.Publish(topic, []byte("x"), false, 1); err == nil {
+			t.Errorf("Publish(%q) succeeded", topic)
+		}
+	}
 }
 
 func TestConnectionRefusals(t *testing.T) {

@@ -237,12 +237,14 @@ func Run(ctx context.Context, o Options) error {
 	defer br.Close()
 
 	ing := fleet.NewIngester(st, log.With("component", "fleet"))
-	msgs := make(chan [2][]byte, 4096)
+	// The embedded broker acknowledges a publish before it runs inline
+	// subscribers, so storing here, synchronously on the publishing
+	// client's goroutine, keeps the window in which an acknowledged event
+	// is only in memory as small as mochi allows.
 	for _, kind := range []string{"state", "events", "telemetry"} {
 		err := br.Subscribe("dialtone/v1/+/+/"+kind, func(topic string, payload []byte) {
-			select {
-			case msgs <- [2][]byte{[]byte(topic), append([]byte(nil), payload...)}:
-			case <-ctx.Done():
+			if err := ing.Handle(ctx, topic, payload); err != nil {
+				log.Warn("report rejected", "topic", topic, "err", err)
 			}
 		})
 		if err != nil {
@@ -250,21 +252,6 @@ func Run(ctx context.Context, o Options) error {
 		}
 	}
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case m := <-msgs:
-				if err := ing.Handle(ctx, string(m[0]), m[1]); err != nil {
-					log.Warn("report rejected", "topic", string(m[0]), "err", err)
-				}
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-
 	h, err := api.New(api.Options{Repo: repo, Devices: st, AdminToken: token, Logger: log.With("component", "api")})
 	if err != nil {
 		return err

@@ -28,7 +28,7 @@ import (
 )
 
 type fixture struct {
-	t       *testing.T
+	t       testing.TB
 	dir     string
 	keyDir  string
 	repo    *Repo
@@ -38,7 +38,7 @@ type fixture struct {
 	clockMu sync.Mutex
 }
 
-func signer(t *testing.T, dir, name string) signature.Signer {
+func signer(t testing.TB, dir, name string) signature.Signer {
 	t.Helper()
 	p := filepath.Join(dir, name+".key")
 	if _, err := os.Stat(p); err != nil {
@@ -53,7 +53,7 @@ func signer(t *testing.T, dir, name string) signature.Signer {
 	return s
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	f := &fixture{t: t, dir: filepath.Join(t.TempDir(), "repo"), keyDir: t.TempDir(), clock: time.Now().UTC()}
 	f.pub = signer(t, f.keyDir, "publisher")
@@ -190,7 +190,7 @@ func (f *fixture) publish(model, version string) *PublishResult {
 }
 
 // tree hashes every file of the repository but staging.
-func tree(t *testing.T, dir string) string {
+func tree(t testing.TB, dir string) string {
 	t.Helper()
 	var lines []string
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
@@ -448,4 +448,24 @@ func TestHandlerServesRangesAndConditionalGets(t *testing.T) {
 			t.Errorf("GET %s: %d, want 404", bad, resp.StatusCode)
 		}
 	}
+}
+
+// FuzzPublishMetadata: whatever role metadata a publisher uploads, a publish
+// either succeeds or is rejected with the repository unchanged.
+func FuzzPublishMetadata(f *testing.F) {
+	fx := newFixture(f)
+	good := fx.request("m1", "1.0.0", releaseMod{})
+	f.Add(good.Metadata, []byte("1"))
+	f.Add([]byte(`{"signed":{"_type":"targets","version":2},"signatures":[]}`), []byte("x"))
+	before := tree(f, fx.dir)
+	f.Fuzz(func(t *testing.T, md, body []byte) {
+		_, err := fx.repo.Publish(context.Background(), PublishRequest{Role: "publisher", Metadata: md, Signature: []byte("sig"), Bundle: bytes.NewReader(body)})
+		var rej *RejectedError
+		if !errors.As(err, &rej) {
+			t.Fatalf("Publish error = %v, want a RejectedError", err)
+		}
+		if tree(t, fx.dir) != before {
+			t.Fatal("a rejected publish changed the repository")
+		}
+	})
 }

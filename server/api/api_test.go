@@ -1,0 +1,180 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dialtone-dev/dialtone/internal/wire"
+	"github.com/dialtone-dev/dialtone/server/store"
+	"github.com/dialtone-dev/dialtone/server/tufrepo"
+)
+
+const token = "test-token-0123456789abcdef"
+
+// newAPI serves a real SQLite store. The repository is never reached by
+// these tests (they exercise auth, decoding and device listing), so an
+// empty one that fails loudly stands in for it.
+func newAPI(t *testing.T) (*httptest.Server, *store.SQLite) {
+	t.Helper()
+	st, err := store.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "db.sqlite"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	a, err := New(Options{Repo: unreachableRepo{t}, Devices: st, AdminToken: token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(a)
+	t.Cleanup(srv.Close)
+	return srv, st
+}
+
+type unreachableRepo struct{ t *testing.T }
+
+func (u unreachableRepo) Handler() http.Handler { return http.NotFoundHandler() }
+func (u unreachableRepo) Delegation(string) (string, []byte, error) {
+	u.t.Error("repository reached")
+	return "", nil, errors.New("unreachable")
+}
+func (u unreachableRepo) Publish(context.Context, tufrepo.PublishRequest) (*tufrepo.PublishResult, error) {
+	u.t.Error("repository reached")
+	return nil, errors.New("unreachable")
+}
+
+func TestAuthRequired(t *testing.T) {
+	srv, _ := newAPI(t)
+	for _, tc := range []struct {
+		method, path, auth string
+		want               int
+	}{
+		{"GET", "/v1/devices", "", 401},
+		{"GET", "/v1/devices", "Bearer wrong", 401},
+		{"GET", "/v1/devices", "Basic " + token, 401},
+		{"GET", "/v1/firmware/delegation?target=x", "", 401},
+		{"POST", "/v1/firmware", "", 401},
+		{"GET", "/v1/devices", "Bearer " + token, 200},
+		{"GET", "/healthz", "", 200},
+	} {
+		req, _ := http.NewRequest(tc.method, srv.URL+tc.path, nil)
+		if tc.auth != "" {
+			req.Header.Set("Authorization", tc.auth)
+		}
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("%s %s with %q: %d, want %d", tc.method, tc.path, tc.auth, resp.StatusCode, tc.want)
+		}
+	}
+}
+
+func TestDevicesListAndFilters(t *testing.T) {
+	srv, st := newAPI(t)
+	ctx := context.Background()
+	now := time.Now().UTC()
+	for _, d := range []struct{ tenant, id, model string }{{"acme", "p1", "dt100"}, {"acme", "p2", "dt200"}, {"beta", "p3", "dt100"}} {
+		err := st.UpsertState(ctx, d.tenant, wire.State{Schema: wire.SchemaVersion, Tenant: d.tenant, Device: d.id, Model: d.model,
+			Hardware: "r1", Version: "1.0.0", Slot: "a", UpdateState: wire.UpdateIdle, Online: true, Time: now}, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	get := func(q string) (int, []Device) {
+		req, _ := http.NewRequest("GET", srv.URL+"/v1/devices"+q, nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out struct{ Devices []Device }
+		_ = json.NewDecoder(resp.Body).Decode(&out)
+		return resp.StatusCode, out.Devices
+	}
+	for _, tc := range []struct {
+		q    string
+		code int
+		n    int
+	}{{"", 200, 3}, {"?tenant=acme", 200, 2}, {"?model=dt100", 200, 2}, {"?tenant=beta&model=dt200", 200, 0},
+		{"?limit=1", 200, 1}, {"?limit=-1", 400, 0}, {"?limit=x", 400, 0}, {"?tenant=a/b", 400, 0}} {
+		code, ds := get(tc.q)
+		if code != tc.code || len(ds) != tc.n {
+			t.Errorf("GET /v1/devices%s: %d with %d devices, want %d with %d", tc.q, code, len(ds), tc.code, tc.n)
+		}
+	}
+}
+
+func form(parts ...[2]string) (*multipart.Reader, []byte) {
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf)
+	for _, p := range parts {
+		w, _ := mw.CreateFormFile(p[0], p[0])
+		io.WriteString(w, p[1])
+	}
+	mw.Close()
+	return multipart.NewReader(bytes.NewReader(buf.Bytes()), mw.Boundary()), buf.Bytes()
+}
+
+func TestReadPublishForm(t *testing.T) {
+	good := [][2]string{{"role", "publisher"}, {"metadata", "{}"}, {"signature", "c2ln"}, {"bundle", "tar bytes"}}
+	mr, _ := form(good...)
+	f, bundle, err := ReadPublishForm(mr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(bundle)
+	if f.Role != "publisher" || string(f.Metadata) != "{}" || string(f.Signature) != "c2ln" || string(b) != "tar bytes" {
+		t.Fatalf("decoded %+v and bundle %q", f, b)
+	}
+	for name, parts := range map[string][][2]string{
+		"missing bundle":       good[:3],
+		"parts out of order":   {good[1], good[0], good[2], good[3]},
+		"oversized role":       {{"role", strings.Repeat("r", 200)}, good[1], good[2], good[3]},
+		"oversized signature":  {good[0], good[1], {"signature", strings.Repeat("s", tufrepo.MaxSignatureBytes+1)}, good[3]},
+		"unknown leading part": {{"junk", "x"}, good[0], good[1], good[2], good[3]},
+		"empty":                {},
+	} {
+		mr, _ := form(parts...)
+		if _, _, err := ReadPublishForm(mr); !errors.Is(err, ErrForm) {
+			t.Errorf("%s: err = %v, want ErrForm", name, err)
+		}
+	}
+}
+
+func FuzzReadPublishForm(f *testing.F) {
+	_, body := form([2]string{"role", "publisher"}, [2]string{"metadata", "{}"}, [2]string{"signature", "x"}, [2]string{"bundle", "y"})
+	f.Add(body)
+	f.Add([]byte("--b\r\n\r\n--b--"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		// The boundary is whatever the first line names, as for a real
+		// request whose Content-Type the client chose.
+		boundary := "b"
+		if i := bytes.Index(b, []byte("\r\n")); i > 2 && bytes.HasPrefix(b, []byte("--")) {
+			boundary = string(b[2:i])
+		}
+		mr := multipart.NewReader(bytes.NewReader(b), boundary)
+		f, bundle, err := ReadPublishForm(mr)
+		if err != nil {
+			if !errors.Is(err, ErrForm) {
+				t.Fatalf("error %v does not wrap ErrForm", err)
+			}
+			return
+		}
+		if len(f.Role) > 128 || len(f.Metadata) > tufrepo.MaxMetadataBytes || len(f.Signature) > tufrepo.MaxSignatureBytes || bundle == nil {
+			t.Fatalf("bounds not enforced: %d %d %d", len(f.Role), len(f.Metadata), len(f.Signature))
+		}
+	})
+}
