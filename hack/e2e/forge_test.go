@@ -22,7 +22,8 @@ import (
 // holds the publisher's TUF key and the online keys would: mutate edits the
 // publisher role's targets, and the role, snapshot and timestamp are
 // re-signed so that the TUF chain verifies. Only checks beyond TUF (the
-// publisher's bundle signature) can catch what it does.
+// publisher's bundle signature) can catch what it does. The server serves
+// timestamp.json from memory, so restart it afterwards.
 func forge(t *testing.T, s *server, mutate func(targets map[string]*metadata.TargetFiles, targetsDir string)) {
 	t.Helper()
 	ctx := context.Background()
@@ -150,6 +151,7 @@ func TestAgentChecksPublisherSignature(t *testing.T) {
 				t.Fatal("publish 1.2.0 failed")
 			}
 			forge(t, s, tt.mutate(t, next))
+			s = restart(t, s)
 			before := p.slotTree(t)
 			r := p.once(t, s, model, hw)
 			if r.code != 20 || !strings.Contains(r.stderr, tt.reason) {

@@ -116,6 +116,7 @@ type server struct {
 	mqtt    string
 	token   string
 	cmd     *exec.Cmd
+	stop    func()
 }
 
 func (s *server) url() string    { return "http://" + s.http }
@@ -147,7 +148,23 @@ func (l *logBuffer) String() string {
 
 func startServer(t *testing.T) *server {
 	t.Helper()
-	s := &server{dataDir: filepath.Join(t.TempDir(), "server")}
+	return startServerIn(t, filepath.Join(t.TempDir(), "server"))
+}
+
+// restart stops s and starts a server on the same data directory, as an
+// attacker who controls the server's files would have to.
+func restart(t *testing.T, s *server) *server {
+	t.Helper()
+	s.stop()
+	if err := os.Remove(filepath.Join(s.dataDir, "server.json")); err != nil {
+		t.Fatal(err)
+	}
+	return startServerIn(t, s.dataDir)
+}
+
+func startServerIn(t *testing.T, dataDir string) *server {
+	t.Helper()
+	s := &server{dataDir: dataDir}
 	lb := &logBuffer{}
 	cmd := exec.Command(bins.server, "server", "--dev", "--data-dir", s.dataDir, "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0")
 	cmd.Env = append(os.Environ(), "DIALTONE_CONFIG=/dev/null")
@@ -158,18 +175,22 @@ func startServer(t *testing.T) *server {
 	s.cmd = cmd
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("server log:\n%s", indent(lb.String()))
-		}
-	})
+	var once sync.Once
+	s.stop = func() {
+		once.Do(func() {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				_ = cmd.Process.Kill()
+				<-done
+			}
+			if t.Failed() {
+				t.Logf("server log:\n%s", indent(lb.String()))
+			}
+		})
+	}
+	t.Cleanup(s.stop)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		b, err := os.ReadFile(filepath.Join(s.dataDir, "server.json"))

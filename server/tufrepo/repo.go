@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -219,6 +220,9 @@ type state struct {
 	delegated map[string]*metadata.Metadata[metadata.TargetsType]
 	snapshot  *metadata.Metadata[metadata.SnapshotType]
 	timestamp *metadata.Metadata[metadata.TimestampType]
+	// timestampJSON is what /metadata/timestamp.json serves: from memory,
+	// so that the switch to a new state is one pointer swap for readers.
+	timestampJSON []byte
 }
 
 // encodeInto adds the versioned files of targets and delegated roles (and
@@ -339,9 +343,14 @@ func (r *Repo) load() (*state, error) {
 	if _, err := os.Stat(filepath.Join(r.dir, metadataDir, "timestamp.json")); errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%w in %s", ErrNoRepository, r.dir)
 	}
-	ts, err := readMeta[metadata.TimestampType](r.dir, "timestamp.json")
+	tsJSON, err := os.ReadFile(filepath.Join(r.dir, metadataDir, "timestamp.json"))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("reading timestamp.json: %w", err)
+	}
+	var zts metadata.Metadata[metadata.TimestampType]
+	ts, err := zts.FromBytes(tsJSON)
+	if err != nil {
+		return nil, fmt.Errorf("parsing timestamp.json: %w", err)
 	}
 	snapMeta, ok := ts.Signed.Meta["snapshot.json"]
 	if !ok {
@@ -351,15 +360,7 @@ func (r *Repo) load() (*state, error) {
 	if err != nil {
 		return nil, err
 	}
-	rootVersion, err := r.latestRootVersion()
-	if err != nil {
-		return nil, err
-	}
-	root, err := readMeta[metadata.RootType](r.dir, metaName(metadata.ROOT, rootVersion))
-	if err != nil {
-		return nil, err
-	}
-	st := &state{root: root, snapshot: snap, timestamp: ts, delegated: map[string]*metadata.Metadata[metadata.TargetsType]{}}
+	st := &state{snapshot: snap, timestamp: ts, timestampJSON: tsJSON, delegated: map[string]*metadata.Metadata[metadata.TargetsType]{}}
 	for name, mf := range snap.Signed.Meta {
 		role, ok := stringsCutSuffix(name, ".json")
 		if !ok {
@@ -378,7 +379,58 @@ func (r *Repo) load() (*state, error) {
 	if st.targets == nil {
 		return nil, errors.New("snapshot names no targets metadata")
 	}
+	if st.root, err = r.committedRoot(st); err != nil {
+		return nil, err
+	}
 	return st, nil
+}
+
+// committedRoot picks the newest root under which the state timestamp.json
+// points at verifies. A root pushed together with new targets keys is
+// written before timestamp.json; if the server died in between, that root
+// does not verify the old targets metadata and is removed as an orphan.
+func (r *Repo) committedRoot(st *state) (*metadata.Metadata[metadata.RootType], error) {
+	latest, err := r.latestRootVersion()
+	if err != nil {
+		return nil, err
+	}
+	for v := latest; v >= 1; v-- {
+		root, err := readMeta[metadata.RootType](r.dir, metaName(metadata.ROOT, v))
+		if err != nil {
+			return nil, err
+		}
+		if chainErr := verifyChain(root, st); chainErr == nil {
+			return root, nil
+		} else if v == 1 {
+			return nil, fmt.Errorf("the repository does not verify under any root: %w", chainErr)
+		} else {
+			r.log.Warn("removing a root left by an interrupted push", "version", v, "err", chainErr)
+			if err := os.Remove(filepath.Join(r.dir, metadataDir, metaName(metadata.ROOT, v))); err != nil {
+				return nil, fmt.Errorf("removing orphan root: %w", err)
+			}
+		}
+	}
+	return nil, errors.New("no root metadata")
+}
+
+// verifyChain checks that root's keys sign the state's top-level metadata
+// and the targets metadata's delegations sign each delegated role.
+func verifyChain(root *metadata.Metadata[metadata.RootType], st *state) error {
+	if err := root.VerifyDelegate(metadata.TIMESTAMP, st.timestamp); err != nil {
+		return fmt.Errorf("timestamp: %w", err)
+	}
+	if err := root.VerifyDelegate(metadata.SNAPSHOT, st.snapshot); err != nil {
+		return fmt.Errorf("snapshot: %w", err)
+	}
+	if err := root.VerifyDelegate(metadata.TARGETS, st.targets); err != nil {
+		return fmt.Errorf("targets: %w", err)
+	}
+	for role, m := range st.delegated {
+		if err := st.targets.VerifyDelegate(role, m); err != nil {
+			return fmt.Errorf("%s: %w", role, err)
+		}
+	}
+	return nil
 }
 
 func stringsCutSuffix(s, suffix string) (string, bool) {
@@ -495,19 +547,24 @@ func (r *Repo) resign(st *state, files map[string][]byte, now time.Time, snapsho
 	}
 	files["timestamp.json"] = b
 	next.timestamp = ts
+	next.timestampJSON = b
 	return &next, nil
 }
 
-// commitFiles writes every versioned file first and timestamp.json last, so
-// that the new state becomes visible in one atomic rename.
+// commitFiles writes every versioned file first, new root versions after
+// them, and timestamp.json last: its atomic rename is the commit point a
+// restart goes by. Readers see the new state only when install swaps it in.
 func (r *Repo) commitFiles(files map[string][]byte) error {
 	mdir := filepath.Join(r.dir, metadataDir)
-	for name, b := range files {
-		if name == "timestamp.json" {
-			continue
-		}
-		if err := atomicfile.WriteFile(filepath.Join(mdir, name), b, 0o644); err != nil {
-			return err
+	isRoot := func(name string) bool { return strings.HasSuffix(name, "."+metadata.ROOT+".json") }
+	for _, roots := range []bool{false, true} {
+		for name, b := range files {
+			if name == "timestamp.json" || isRoot(name) != roots {
+				continue
+			}
+			if err := atomicfile.WriteFile(filepath.Join(mdir, name), b, 0o644); err != nil {
+				return err
+			}
 		}
 	}
 	if b, ok := files["timestamp.json"]; ok {

@@ -1,11 +1,14 @@
 package tufrepo
 
 import (
+	"bytes"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // Handler serves the repository: GET /metadata/... and /targets/... relative
@@ -25,6 +28,26 @@ func (r *Repo) Handler() http.Handler {
 			http.NotFound(w, req)
 			return
 		}
+		st := r.current()
+		if top == metadataDir && rest == "timestamp.json" {
+			h := w.Header()
+			h.Set("Cache-Control", "public, max-age=10")
+			h.Set("Content-Type", "application/json")
+			h.Set("ETag", fmt.Sprintf(`"ts-%d"`, st.timestamp.Signed.Version))
+			http.ServeContent(w, req, "", time.Time{}, bytes.NewReader(st.timestampJSON))
+			return
+		}
+		// A root version newer than the installed state is not served yet:
+		// it may be mid-push, and a client must not see it before the
+		// targets metadata it vouches for.
+		if top == metadataDir {
+			if m := versionedRe.FindStringSubmatch(rest); m != nil && m[2] == "root" {
+				if v, _ := strconv.ParseInt(m[1], 10, 64); v > st.root.Signed.Version {
+					http.NotFound(w, req)
+					return
+				}
+			}
+		}
 		name := filepath.Join(r.dir, top, filepath.FromSlash(rest))
 		f, err := os.Open(name)
 		if err != nil {
@@ -38,18 +61,13 @@ func (r *Repo) Handler() http.Handler {
 			return
 		}
 		h := w.Header()
-		if top == metadataDir && rest == "timestamp.json" {
-			h.Set("Cache-Control", "public, max-age=10")
-		} else {
-			h.Set("Cache-Control", "public, max-age=31536000, immutable")
-		}
+		h.Set("Cache-Control", "public, max-age=31536000, immutable")
 		if strings.HasSuffix(rest, ".json") {
 			h.Set("Content-Type", "application/json")
 		} else {
 			h.Set("Content-Type", "application/octet-stream")
 		}
-		// Size and modification time change whenever the file is replaced
-		// (timestamp.json) and never otherwise (immutable files).
+		// Every file served from disk is immutable once written.
 		h.Set("ETag", fmt.Sprintf(`"%x-%x"`, fi.Size(), fi.ModTime().UnixNano()))
 		http.ServeContent(w, req, "", fi.ModTime(), f)
 	})
