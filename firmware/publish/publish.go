@@ -68,7 +68,7 @@ type ServerError struct {
 
 func (e *ServerError) Error() string {
 	if e.Check != "" {
-		return fmt.Sprintf("server refused the publish (%d, check %s): %s", e.Status, e.Check, e.Msg)
+		return fmt.Sprintf("server refused it (%d, check %s): %s", e.Status, e.Check, e.Msg)
 	}
 	return fmt.Sprintf("server refused the request (%d): %s", e.Status, e.Msg)
 }

@@ -28,6 +28,9 @@ type Repository interface {
 	Handler() http.Handler
 	Delegation(targetPath string) (role string, raw []byte, err error)
 	Publish(ctx context.Context, req tufrepo.PublishRequest) (*tufrepo.PublishResult, error)
+	Push(ctx context.Context, req tufrepo.PushRequest) (*tufrepo.PushResult, error)
+	Status() []tufrepo.RoleStatus
+	Revocations() ([]tufrepo.Revocation, error)
 }
 
 // Devices is what the API needs of the fleet store.
@@ -78,6 +81,8 @@ func New(o Options) (*API, error) {
 	a.mux.Handle("GET /v1/firmware/delegation", a.auth(http.HandlerFunc(a.delegation)))
 	a.mux.Handle("POST /v1/firmware", a.auth(http.HandlerFunc(a.publish)))
 	a.mux.Handle("GET /v1/devices", a.auth(http.HandlerFunc(a.devices)))
+	a.mux.Handle("POST /v1/tuf/push", a.auth(http.HandlerFunc(a.push)))
+	a.mux.Handle("GET /v1/tuf/status", a.auth(http.HandlerFunc(a.tufStatus)))
 	return a, nil
 }
 
@@ -214,6 +219,94 @@ func (a *API) publish(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusCreated, res)
+}
+
+// ReadPushForm reads a metadata push: an optional "reason" field, then one
+// part per role, named by the role, each bounded.
+func ReadPushForm(mr *multipart.Reader) (tufrepo.PushRequest, error) {
+	req := tufrepo.PushRequest{Files: map[string][]byte{}}
+	for {
+		p, err := mr.NextPart()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return req, fmt.Errorf("%w: %v", ErrForm, err)
+		}
+		name := p.FormName()
+		max := int64(tufrepo.MaxMetadataBytes)
+		if name == "reason" {
+			max = 1024
+		}
+		b, err := io.ReadAll(io.LimitReader(p, max+1))
+		if err != nil {
+			return req, fmt.Errorf("%w: reading %s: %v", ErrForm, name, err)
+		}
+		if int64(len(b)) > max {
+			return req, fmt.Errorf("%w: part %s exceeds %d bytes", ErrForm, name, max)
+		}
+		switch {
+		case name == "reason":
+			req.Reason = string(b)
+		case name == "" || len(name) > 64:
+			return req, fmt.Errorf("%w: a part needs a role name", ErrForm)
+		default:
+			if _, dup := req.Files[name]; dup {
+				return req, fmt.Errorf("%w: role %s given twice", ErrForm, name)
+			}
+			if len(req.Files) == tufrepo.MaxPushFiles {
+				return req, fmt.Errorf("%w: more than %d files", ErrForm, tufrepo.MaxPushFiles)
+			}
+			req.Files[name] = b
+		}
+	}
+	return req, nil
+}
+
+func (a *API) push(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, int64(tufrepo.MaxPushFiles+1)*tufrepo.MaxMetadataBytes)
+	mr, err := r.MultipartReader()
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "want multipart/form-data: "+err.Error())
+		return
+	}
+	req, err := ReadPushForm(mr)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	req.Actor = "admin"
+	res, err := a.opts.Repo.Push(r.Context(), req)
+	var rej *tufrepo.RejectedError
+	switch {
+	case errors.As(err, &rej):
+		a.log.Warn("push rejected", "check", rej.Check, "err", rej.Err)
+		writeJSON(w, http.StatusUnprocessableEntity, errorBody{Error: rej.Error(), Check: rej.Check})
+		return
+	case err != nil:
+		a.log.Error("push failed", "err", err)
+		writeError(w, http.StatusInternalServerError, "push failed: "+err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+// TUFStatus is the answer of GET /v1/tuf/status.
+type TUFStatus struct {
+	Roles       []tufrepo.RoleStatus `json:"roles"`
+	Revocations []tufrepo.Revocation `json:"revocations"`
+}
+
+func (a *API) tufStatus(w http.ResponseWriter, r *http.Request) {
+	revs, err := a.opts.Repo.Revocations()
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	if revs == nil {
+		revs = []tufrepo.Revocation{}
+	}
+	writeJSON(w, http.StatusOK, TUFStatus{Roles: a.opts.Repo.Status(), Revocations: revs})
 }
 
 // Device is the API's view of a device.

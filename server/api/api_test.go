@@ -51,6 +51,14 @@ func (u unreachableRepo) Publish(context.Context, tufrepo.PublishRequest) (*tufr
 	u.t.Error("repository reached")
 	return nil, errors.New("unreachable")
 }
+func (u unreachableRepo) Push(context.Context, tufrepo.PushRequest) (*tufrepo.PushResult, error) {
+	u.t.Error("repository reached")
+	return nil, errors.New("unreachable")
+}
+func (u unreachableRepo) Status() []tufrepo.RoleStatus { return nil }
+func (u unreachableRepo) Revocations() ([]tufrepo.Revocation, error) {
+	return nil, nil
+}
 
 func TestAuthRequired(t *testing.T) {
 	srv, _ := newAPI(t)
@@ -63,6 +71,8 @@ func TestAuthRequired(t *testing.T) {
 		{"GET", "/v1/devices", "Basic " + token, 401},
 		{"GET", "/v1/firmware/delegation?target=x", "", 401},
 		{"POST", "/v1/firmware", "", 401},
+		{"POST", "/v1/tuf/push", "", 401},
+		{"GET", "/v1/tuf/status", "", 401},
 		{"GET", "/v1/devices", "Bearer " + token, 200},
 		{"GET", "/healthz", "", 200},
 	} {
@@ -175,6 +185,45 @@ func FuzzReadPublishForm(f *testing.F) {
 		}
 		if len(f.Role) > 128 || len(f.Metadata) > tufrepo.MaxMetadataBytes || len(f.Signature) > tufrepo.MaxSignatureBytes || bundle == nil {
 			t.Fatalf("bounds not enforced: %d %d %d", len(f.Role), len(f.Metadata), len(f.Signature))
+		}
+	})
+}
+
+func TestReadPushForm(t *testing.T) {
+	mr, _ := form([2]string{"reason", "CVE"}, [2]string{"root", "{}"}, [2]string{"publisher", "{}"})
+	req, err := ReadPushForm(mr)
+	if err != nil || req.Reason != "CVE" || len(req.Files) != 2 {
+		t.Fatalf("ReadPushForm = %+v, %v", req, err)
+	}
+	for name, parts := range map[string][][2]string{
+		"duplicate role":   {{"root", "{}"}, {"root", "{}"}},
+		"oversized reason": {{"reason", strings.Repeat("r", 2000)}},
+		"oversized file":   {{"root", strings.Repeat("x", tufrepo.MaxMetadataBytes+1)}},
+	} {
+		mr, _ := form(parts...)
+		if _, err := ReadPushForm(mr); !errors.Is(err, ErrForm) {
+			t.Errorf("%s: err = %v, want ErrForm", name, err)
+		}
+	}
+}
+
+func FuzzReadPushForm(f *testing.F) {
+	_, body := form([2]string{"reason", "r"}, [2]string{"root", "{}"})
+	f.Add(body)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		boundary := "b"
+		if i := bytes.Index(b, []byte("\r\n")); i > 2 && bytes.HasPrefix(b, []byte("--")) {
+			boundary = string(b[2:i])
+		}
+		req, err := ReadPushForm(multipart.NewReader(bytes.NewReader(b), boundary))
+		if err != nil {
+			if !errors.Is(err, ErrForm) {
+				t.Fatalf("error %v does not wrap ErrForm", err)
+			}
+			return
+		}
+		if len(req.Files) > tufrepo.MaxPushFiles || len(req.Reason) > 1024 {
+			t.Fatal("bounds not enforced")
 		}
 	})
 }

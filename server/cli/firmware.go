@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -19,7 +20,7 @@ import (
 
 func firmwareCmd(g *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{Use: "firmware", Short: "Build, sign, verify and publish firmware bundles (what CI runs)"}
-	cmd.AddCommand(firmwareBuildCmd(g), firmwareSignCmd(g), firmwareVerifyCmd(g), firmwarePublishCmd(g))
+	cmd.AddCommand(firmwareBuildCmd(g), firmwareSignCmd(g), firmwareVerifyCmd(g), firmwarePublishCmd(g), firmwareRevokeCmd(g), firmwarePromoteCmd(g))
 	return cmd
 }
 
@@ -260,5 +261,87 @@ func firmwarePublishCmd(g *globalOptions) *cobra.Command {
 	cmd.Flags().StringVar(&o.MinVersion, "min-version", "", "lowest version a device may update from")
 	cmd.Flags().DurationVar(&o.Expires, "expires", 30*24*time.Hour, "lifetime of the signed metadata")
 	cmd.Flags().BoolVar(&o.NoProgress, "no-progress", false, "no progress bar")
+	return cmd
+}
+
+type firmwareChangeOptions struct {
+	clientOptions
+	outputOptions
+	Key     string
+	Reason  string
+	Channel string
+	Expires time.Duration
+}
+
+func (o *firmwareChangeOptions) AddFlags(cmd *cobra.Command) {
+	o.clientOptions.AddFlags(cmd)
+	o.outputOptions.AddFlags(cmd)
+	cmd.Flags().StringVar(&o.Key, "key", "", "publisher private key URI: re-signs the role's TUF metadata")
+	cmd.Flags().DurationVar(&o.Expires, "expires", 30*24*time.Hour, "lifetime of the re-signed metadata")
+}
+
+func (o *firmwareChangeOptions) run(cmd *cobra.Command, g *globalOptions, do func(context.Context, publish.Options) (*publish.PushResult, error)) error {
+	signer, err := keys.LoadSigner(cmd.Context(), o.Key)
+	if err != nil {
+		return err
+	}
+	res, err := do(cmd.Context(), publish.Options{Server: o.Server, Token: o.Token, Key: signer, Expires: o.Expires, Logger: g.logger()})
+	var se *publish.ServerError
+	if errors.As(err, &se) && se.Check != "" {
+		return &ExitCodeError{Code: ExitRejected, Err: err}
+	}
+	if err != nil {
+		return err
+	}
+	rows := [][]string{}
+	for r, v := range res.Roles {
+		rows = append(rows, []string{r, fmt.Sprint(v), strings.Join(res.Revoked, ","), fmt.Sprint(res.Snapshot)})
+	}
+	return o.print(g.stdout, res, []string{"ROLE", "VERSION", "REVOKED", "SNAPSHOT"}, rows)
+}
+
+func firmwareRevokeCmd(g *globalOptions) *cobra.Command {
+	o := &firmwareChangeOptions{}
+	cmd := &cobra.Command{
+		Use:   "revoke TARGET",
+		Short: "Withdraw a published bundle: updated phones refuse it; the server records why",
+		Args:  cobra.ExactArgs(1),
+		PreRunE: func(*cobra.Command, []string) error {
+			if o.Key == "" || o.Reason == "" {
+				return &ExitCodeError{Code: ExitUsage, Err: errors.New("--key and --reason are required")}
+			}
+			return firstUsageError(o.clientOptions.Validate(), o.outputOptions.Validate())
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return o.run(cmd, g, func(ctx context.Context, po publish.Options) (*publish.PushResult, error) {
+				return publish.Revoke(ctx, po, args[0], o.Reason)
+			})
+		},
+	}
+	o.AddFlags(cmd)
+	cmd.Flags().StringVar(&o.Reason, "reason", "", "why the bundle is withdrawn (recorded by the server)")
+	return cmd
+}
+
+func firmwarePromoteCmd(g *globalOptions) *cobra.Command {
+	o := &firmwareChangeOptions{}
+	cmd := &cobra.Command{
+		Use:   "promote TARGET",
+		Short: "Move a published bundle to another channel (e.g. beta to stable) without uploading it again",
+		Args:  cobra.ExactArgs(1),
+		PreRunE: func(*cobra.Command, []string) error {
+			if o.Key == "" || o.Channel == "" {
+				return &ExitCodeError{Code: ExitUsage, Err: errors.New("--key and --channel are required")}
+			}
+			return firstUsageError(o.clientOptions.Validate(), o.outputOptions.Validate())
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return o.run(cmd, g, func(ctx context.Context, po publish.Options) (*publish.PushResult, error) {
+				return publish.Promote(ctx, po, args[0], o.Channel)
+			})
+		},
+	}
+	o.AddFlags(cmd)
+	cmd.Flags().StringVar(&o.Channel, "channel", "", "channel to move the bundle to")
 	return cmd
 }

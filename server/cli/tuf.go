@@ -53,6 +53,6 @@ func tufCmd(g *globalOptions) *cobra.Command {
 		},
 	}
 	o.AddFlags(initCmd)
-	cmd.AddCommand(initCmd)
+	cmd.AddCommand(initCmd, tufStatusCmd(g), tufStageCmd(g), tufSignCmd(g), tufPushCmd(g))
 	return cmd
 }

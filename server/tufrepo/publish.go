@@ -28,13 +28,14 @@ const (
 	MaxSignatureBytes = 4 << 10
 )
 
-// RejectedError says which check a publish failed. Nothing was changed.
+// RejectedError says which check a publish or push failed. Nothing was
+// changed.
 type RejectedError struct {
 	Check string // short name of the failed check, e.g. "signature"
 	Err   error
 }
 
-func (e *RejectedError) Error() string { return "publish rejected: " + e.Check + ": " + e.Err.Error() }
+func (e *RejectedError) Error() string { return "rejected by check " + e.Check + ": " + e.Err.Error() }
 func (e *RejectedError) Unwrap() error { return e.Err }
 
 func reject(check, format string, args ...any) error {

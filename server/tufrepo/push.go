@@ -97,7 +97,7 @@ func (r *Repo) Push(ctx context.Context, req PushRequest) (*PushResult, error) {
 		}
 		for _, role := range metadata.TOP_LEVEL_ROLE_NAMES {
 			rr, ok := nr.Signed.Roles[role]
-			if !ok || rr.Threshold < 1 || len(rr.KeyIDs) < rr.Threshold {
+			if !ok || rr == nil || rr.Threshold < 1 || len(rr.KeyIDs) < rr.Threshold {
 				return nil, reject("root", "role %s needs a threshold of at least 1 met by its keys", role)
 			}
 		}
@@ -347,6 +347,9 @@ func (r *Repo) Status() []RoleStatus {
 	out := []RoleStatus{}
 	add := func(role string, version int64, expires time.Time, targets int) {
 		rr := root.Roles[role]
+		if rr == nil {
+			rr = &metadata.Role{}
+		}
 		out = append(out, RoleStatus{Role: role, Version: version, Expires: expires, Threshold: rr.Threshold, KeyIDs: rr.KeyIDs,
 			Targets: targets, Online: role == metadata.SNAPSHOT || role == metadata.TIMESTAMP})
 	}

@@ -315,7 +315,11 @@ func checkOnlineKey(root *metadata.Metadata[metadata.RootType], role string, s s
 	if err != nil {
 		return err
 	}
-	for _, k := range root.Signed.Roles[role].KeyIDs {
+	rr := root.Signed.Roles[role]
+	if rr == nil {
+		return fmt.Errorf("opening repository: root names no %s role", role)
+	}
+	for _, k := range rr.KeyIDs {
 		if k == id {
 			return nil
 		}
