@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -136,5 +137,42 @@ func TestKeyCeremonies(t *testing.T) {
 	}
 	if v := p.bootState(t)["slots"].(map[string]any)["a"].(map[string]any)["version"]; v != "1.3.0" {
 		t.Fatalf("phone installed %v, want 1.3.0", v)
+	}
+}
+
+// TestPublisherToken: CI publishes with a token scoped to its model; the
+// token cannot publish another model, and stops working once revoked.
+func TestPublisherToken(t *testing.T) {
+	buildBinaries(t)
+	s := startServer(t)
+	r := mustRun(t, s.clientEnv(), bins.server, "tokens", "create", "--models", model, "--ttl", "1h", "--description", "ci", "-o", "json")
+	var info struct{ ID, Token string }
+	if err := json.Unmarshal([]byte(r.stdout), &info); err != nil || !strings.HasPrefix(info.Token, "dtp_") {
+		t.Fatalf("tokens create: %v %q", err, r.stdout)
+	}
+	ci := []string{"DIALTONE_SERVER=" + s.url(), "DIALTONE_TOKEN=" + info.Token, "DIALTONE_CONFIG=/dev/null"}
+	key := filepath.Join(s.dataDir, "keys", "publisher.key")
+	b, _ := buildSigned(t, s, "1.1.0")
+	mustRun(t, ci, bins.server, "firmware", "publish", "--key", key, "--no-progress", b)
+	if r := run(t, ci, bins.server, "devices", "list"); r.code == 0 {
+		t.Fatal("a publisher token listed devices")
+	}
+	other := t.TempDir()
+	payload := filepath.Join(other, "rootfs.img")
+	if err := os.WriteFile(payload, []byte("other model"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ob := filepath.Join(other, "other.tar")
+	mustRun(t, nil, bins.server, "firmware", "build", "--model", "dt900", "--version", "1.0.0", "--hardware", hw, "--payload", "rootfs.img="+payload, "-o", ob)
+	if r := run(t, ci, bins.server, "firmware", "publish", "--key", key, "--no-progress", ob); r.code == 0 || !strings.Contains(r.stderr, "scoped") {
+		t.Fatalf("publishing another model with a scoped token exited %d: %s", r.code, r.stderr)
+	}
+	mustRun(t, s.clientEnv(), bins.server, "tokens", "revoke", info.ID)
+	b2, _ := buildSigned(t, s, "1.2.0")
+	if r := run(t, ci, bins.server, "firmware", "publish", "--key", key, "--no-progress", b2); r.code == 0 {
+		t.Fatal("a revoked token still publishes")
+	}
+	if l := mustRun(t, s.clientEnv(), bins.server, "tokens", "list"); !strings.Contains(l.stdout, "revoked") {
+		t.Fatalf("tokens list does not show the revocation:\n%s", l.stdout)
 	}
 }

@@ -5,8 +5,10 @@ package api
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +16,7 @@ import (
 	"log/slog"
 	"mime/multipart"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -33,6 +36,14 @@ type Repository interface {
 	Revocations() ([]tufrepo.Revocation, error)
 }
 
+// TokenStore is what the API needs to keep API tokens.
+type TokenStore interface {
+	CreateToken(ctx context.Context, t store.Token) error
+	TokenByHash(ctx context.Context, hash []byte) (store.Token, error)
+	ListTokens(ctx context.Context) ([]store.Token, error)
+	RevokeToken(ctx context.Context, id string, when time.Time) error
+}
+
 // Devices is what the API needs of the fleet store.
 type Devices interface {
 	ListDevices(ctx context.Context, f store.DeviceFilter) ([]store.Device, error)
@@ -42,6 +53,7 @@ type Devices interface {
 type Options struct {
 	Repo    Repository
 	Devices Devices
+	Tokens  TokenStore
 	// AdminToken is the bearer token that authorises every /v1 call. Only
 	// its SHA-256 is kept.
 	AdminToken string
@@ -60,8 +72,8 @@ type API struct {
 
 // New builds the handler.
 func New(o Options) (*API, error) {
-	if o.Repo == nil || o.Devices == nil {
-		return nil, errors.New("api: repository and device store are required")
+	if o.Repo == nil || o.Devices == nil || o.Tokens == nil {
+		return nil, errors.New("api: repository, device store and token store are required")
 	}
 	if len(o.AdminToken) < 16 {
 		return nil, errors.New("api: admin token too short (at least 16 characters)")
@@ -78,11 +90,9 @@ func New(o Options) (*API, error) {
 	a.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
-	a.mux.Handle("GET /v1/firmware/delegation", a.auth(http.HandlerFunc(a.delegation)))
-	a.mux.Handle("POST /v1/firmware", a.auth(http.HandlerFunc(a.publish)))
-	a.mux.Handle("GET /v1/devices", a.auth(http.HandlerFunc(a.devices)))
-	a.mux.Handle("POST /v1/tuf/push", a.auth(http.HandlerFunc(a.push)))
-	a.mux.Handle("GET /v1/tuf/status", a.auth(http.HandlerFunc(a.tufStatus)))
+	for _, rt := range a.routes() {
+		a.mux.Handle(rt.pattern, a.auth(rt.roles, rt.h))
+	}
 	return a, nil
 }
 
@@ -109,16 +119,84 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 	writeJSON(w, status, errorBody{Error: msg})
 }
 
-func (a *API) auth(next http.Handler) http.Handler {
+// Roles a principal can have. The admin token of the data directory is
+// RoleAdmin; API tokens carry their own role.
+const (
+	RoleAdmin     = "admin"
+	RolePublisher = "publisher"
+)
+
+type route struct {
+	pattern string
+	roles   []string
+	h       http.HandlerFunc
+}
+
+// routes is the policy table: every /v1 endpoint and the roles allowed on
+// it. Scope within a role (a publisher's models) is checked where the
+// request names what it touches.
+func (a *API) routes() []route {
+	return []route{
+		{"GET /v1/devices", []string{RoleAdmin}, a.devices},
+		{"GET /v1/firmware/delegation", []string{RoleAdmin, RolePublisher}, a.delegation},
+		{"POST /v1/firmware", []string{RoleAdmin, RolePublisher}, a.publish},
+		{"POST /v1/tuf/push", []string{RoleAdmin, RolePublisher}, a.push},
+		{"GET /v1/tuf/status", []string{RoleAdmin, RolePublisher}, a.tufStatus},
+		{"POST /v1/tokens", []string{RoleAdmin}, a.createToken},
+		{"GET /v1/tokens", []string{RoleAdmin}, a.listTokens},
+		{"DELETE /v1/tokens/{id}", []string{RoleAdmin}, a.revokeToken},
+	}
+}
+
+// Principal is who a request acts as.
+type Principal struct {
+	Role    string
+	Models  []string // nil: every model
+	TokenID string
+}
+
+type principalKey struct{}
+
+func principal(r *http.Request) Principal {
+	p, _ := r.Context().Value(principalKey{}).(Principal)
+	return p
+}
+
+func (a *API) authenticate(r *http.Request) (Principal, bool) {
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || tok == "" {
+		return Principal{}, false
+	}
+	h := sha256.Sum256([]byte(tok))
+	if subtle.ConstantTimeCompare(h[:], a.tokenHash[:]) == 1 {
+		return Principal{Role: RoleAdmin, TokenID: "admin"}, true
+	}
+	t, err := a.opts.Tokens.TokenByHash(r.Context(), h[:])
+	if err != nil {
+		if !errors.Is(err, store.ErrNotFound) {
+			a.log.Error("looking up token", "err", err)
+		}
+		return Principal{}, false
+	}
+	if !t.Revoked.IsZero() || !time.Now().Before(t.Expires) {
+		return Principal{}, false
+	}
+	return Principal{Role: t.Role, Models: t.Models, TokenID: t.ID}, true
+}
+
+func (a *API) auth(roles []string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		h := sha256.Sum256([]byte(tok))
-		if !ok || subtle.ConstantTimeCompare(h[:], a.tokenHash[:]) != 1 {
+		p, ok := a.authenticate(r)
+		if !ok {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="dialtone"`)
-			writeError(w, http.StatusUnauthorized, "missing or invalid token")
+			writeError(w, http.StatusUnauthorized, "missing, invalid, expired or revoked token")
 			return
 		}
-		next.ServeHTTP(w, r)
+		if !slices.Contains(roles, p.Role) {
+			writeError(w, http.StatusForbidden, fmt.Sprintf("role %s may not do this", p.Role))
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
 	})
 }
 
@@ -126,6 +204,10 @@ func (a *API) delegation(w http.ResponseWriter, r *http.Request) {
 	target := r.URL.Query().Get("target")
 	if target == "" || len(target) > 512 {
 		writeError(w, http.StatusBadRequest, "query parameter target is required")
+		return
+	}
+	if p := principal(r); p.Models != nil && !tufrepo.InModels(target, p.Models) {
+		writeError(w, http.StatusForbidden, fmt.Sprintf("this token is scoped to models %v", p.Models))
 		return
 	}
 	role, raw, err := a.opts.Repo.Delegation(target)
@@ -206,6 +288,7 @@ func (a *API) publish(w http.ResponseWriter, r *http.Request) {
 	}
 	res, err := a.opts.Repo.Publish(r.Context(), tufrepo.PublishRequest{
 		Role: form.Role, Metadata: form.Metadata, Signature: form.Signature, Bundle: bundle,
+		Models: principal(r).Models,
 	})
 	var rej *tufrepo.RejectedError
 	switch {
@@ -275,7 +358,9 @@ func (a *API) push(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	req.Actor = "admin"
+	p := principal(r)
+	req.Actor = p.Role + ":" + p.TokenID
+	req.Models = p.Models
 	res, err := a.opts.Repo.Push(r.Context(), req)
 	var rej *tufrepo.RejectedError
 	switch {
@@ -351,4 +436,119 @@ func (a *API) devices(w http.ResponseWriter, r *http.Request) {
 			Slot: d.Slot, UpdateState: d.UpdateState, Online: d.Online, LastSeen: d.LastSeen, TUF: d.TUF})
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"devices": out})
+}
+
+// TokenRequest creates an API token.
+type TokenRequest struct {
+	Role        string        `json:"role"`
+	Models      []string      `json:"models,omitempty"`
+	Description string        `json:"description,omitempty"`
+	TTL         time.Duration `json:"ttl"`
+}
+
+// TokenInfo describes a token; Token is set only in the answer that
+// creates it.
+type TokenInfo struct {
+	ID          string    `json:"id"`
+	Token       string    `json:"token,omitempty"`
+	Role        string    `json:"role"`
+	Models      []string  `json:"models,omitempty"`
+	Description string    `json:"description,omitempty"`
+	Created     time.Time `json:"created"`
+	Expires     time.Time `json:"expires"`
+	Revoked     time.Time `json:"revoked,omitzero"`
+}
+
+// MaxTokenTTL bounds how long an API token lives.
+const MaxTokenTTL = 366 * 24 * time.Hour
+
+// DecodeTokenRequest reads and validates a token request.
+func DecodeTokenRequest(r io.Reader) (TokenRequest, error) {
+	var tr TokenRequest
+	dec := json.NewDecoder(io.LimitReader(r, 16<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&tr); err != nil {
+		return tr, fmt.Errorf("%w: %v", ErrForm, err)
+	}
+	if tr.Role != RolePublisher {
+		return tr, fmt.Errorf("%w: role %q: API tokens are for publishers (CI) so far", ErrForm, tr.Role)
+	}
+	if len(tr.Models) == 0 || len(tr.Models) > 64 {
+		return tr, fmt.Errorf("%w: a publisher token names 1 to 64 models", ErrForm)
+	}
+	for _, m := range tr.Models {
+		if !wire.ValidID(m) {
+			return tr, fmt.Errorf("%w: bad model %q", ErrForm, m)
+		}
+	}
+	if tr.TTL <= 0 || tr.TTL > MaxTokenTTL {
+		return tr, fmt.Errorf("%w: ttl must be positive and at most %s", ErrForm, MaxTokenTTL)
+	}
+	if len(tr.Description) > 256 {
+		return tr, fmt.Errorf("%w: description longer than 256 characters", ErrForm)
+	}
+	return tr, nil
+}
+
+func (a *API) createToken(w http.ResponseWriter, r *http.Request) {
+	tr, err := DecodeTokenRequest(r.Body)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	secret := make([]byte, 32)
+	id := make([]byte, 6)
+	if _, err := rand.Read(secret); err != nil {
+		writeError(w, http.StatusInternalServerError, "no randomness")
+		return
+	}
+	if _, err := rand.Read(id); err != nil {
+		writeError(w, http.StatusInternalServerError, "no randomness")
+		return
+	}
+	token := "dtp_" + hex.EncodeToString(secret)
+	h := sha256.Sum256([]byte(token))
+	now := time.Now().UTC().Truncate(time.Second)
+	t := store.Token{ID: hex.EncodeToString(id), Hash: h[:], Role: tr.Role, Models: tr.Models, Description: tr.Description,
+		Created: now, Expires: now.Add(tr.TTL)}
+	if err := a.opts.Tokens.CreateToken(r.Context(), t); err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	a.log.Info("token created", "id", t.ID, "role", t.Role, "models", t.Models, "expires", t.Expires)
+	info := tokenInfo(t)
+	info.Token = token
+	writeJSON(w, http.StatusCreated, info)
+}
+
+func tokenInfo(t store.Token) TokenInfo {
+	return TokenInfo{ID: t.ID, Role: t.Role, Models: t.Models, Description: t.Description, Created: t.Created, Expires: t.Expires, Revoked: t.Revoked}
+}
+
+func (a *API) listTokens(w http.ResponseWriter, r *http.Request) {
+	ts, err := a.opts.Tokens.ListTokens(r.Context())
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	out := make([]TokenInfo, 0, len(ts))
+	for _, t := range ts {
+		out = append(out, tokenInfo(t))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"tokens": out})
+}
+
+func (a *API) revokeToken(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	err := a.opts.Tokens.RevokeToken(r.Context(), id, time.Now().UTC())
+	if errors.Is(err, store.ErrNotFound) {
+		writeError(w, http.StatusNotFound, "no valid token "+id)
+		return
+	}
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	a.log.Info("token revoked", "id", id)
+	writeJSON(w, http.StatusOK, map[string]string{"revoked": id})
 }

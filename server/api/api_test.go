@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"io"
@@ -31,7 +32,7 @@ func newAPI(t *testing.T) (*httptest.Server, *store.SQLite) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	a, err := New(Options{Repo: unreachableRepo{t}, Devices: st, AdminToken: token})
+	a, err := New(Options{Repo: unreachableRepo{t}, Devices: st, Tokens: st, AdminToken: token})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,6 +225,98 @@ func FuzzReadPushForm(f *testing.F) {
 		}
 		if len(req.Files) > tufrepo.MaxPushFiles || len(req.Reason) > 1024 {
 			t.Fatal("bounds not enforced")
+		}
+	})
+}
+
+func createToken(t *testing.T, srv *httptest.Server, body string) (int, TokenInfo) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", srv.URL+"/v1/tokens", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var info TokenInfo
+	_ = json.NewDecoder(resp.Body).Decode(&info)
+	return resp.StatusCode, info
+}
+
+func do(t *testing.T, srv *httptest.Server, method, path, tok string) int {
+	t.Helper()
+	req, _ := http.NewRequest(method, srv.URL+path, nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestPublisherTokens: the policy table against a scoped token, expiry and
+// revocation.
+func TestPublisherTokens(t *testing.T) {
+	srv, st := newAPI(t)
+	for _, bad := range []string{`{"role":"admin","models":["m"],"ttl":3600000000000}`, `{"role":"publisher","ttl":3600000000000}`,
+		`{"role":"publisher","models":["a/b"],"ttl":3600000000000}`, `{"role":"publisher","models":["m"],"ttl":0}`, `{"role":"publisher","models":["m"],"ttl":1,"x":1}`, `nope`} {
+		if code, _ := createToken(t, srv, bad); code != 400 {
+			t.Errorf("token request %s: %d, want 400", bad, code)
+		}
+	}
+	code, info := createToken(t, srv, `{"role":"publisher","models":["dt100"],"ttl":3600000000000,"description":"ci"}`)
+	if code != 201 || !strings.HasPrefix(info.Token, "dtp_") {
+		t.Fatalf("create token: %d %+v", code, info)
+	}
+	pub := info.Token
+	for _, tc := range []struct {
+		method, path string
+		want         int
+	}{
+		{"GET", "/v1/devices", 403},
+		{"GET", "/v1/tokens", 403},
+		{"POST", "/v1/tokens", 403},
+		{"GET", "/v1/firmware/delegation?target=firmware/dt200/x.tar", 403},
+		{"GET", "/v1/tuf/status", 200},
+	} {
+		if got := do(t, srv, tc.method, tc.path, pub); got != tc.want {
+			t.Errorf("publisher %s %s: %d, want %d", tc.method, tc.path, got, tc.want)
+		}
+	}
+	// The stored token is a hash, never the token.
+	all, _ := st.ListTokens(context.Background())
+	if len(all) != 1 || bytes.Contains(all[0].Hash, []byte(pub)) || len(all[0].Hash) != 32 {
+		t.Fatalf("stored token %+v", all)
+	}
+	if got := do(t, srv, "DELETE", "/v1/tokens/"+info.ID, token); got != 200 {
+		t.Fatalf("revoke: %d", got)
+	}
+	if got := do(t, srv, "GET", "/v1/tuf/status", pub); got != 401 {
+		t.Fatalf("revoked token: %d, want 401", got)
+	}
+	// An expired token is refused too.
+	h := sha256Sum("dtp_expired")
+	if err := st.CreateToken(context.Background(), store.Token{ID: "old", Hash: h, Role: RolePublisher, Models: []string{"dt100"},
+		Created: time.Now().Add(-2 * time.Hour), Expires: time.Now().Add(-time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if got := do(t, srv, "GET", "/v1/tuf/status", "dtp_expired"); got != 401 {
+		t.Fatalf("expired token: %d, want 401", got)
+	}
+}
+
+func sha256Sum(s string) []byte {
+	h := sha256.Sum256([]byte(s))
+	return h[:]
+}
+
+func FuzzDecodeTokenRequest(f *testing.F) {
+	f.Add([]byte(`{"role":"publisher","models":["dt100"],"ttl":3600000000000}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		tr, err := DecodeTokenRequest(bytes.NewReader(b))
+		if err == nil && (tr.Role != RolePublisher || len(tr.Models) == 0 || tr.TTL <= 0 || tr.TTL > MaxTokenTTL) {
+			t.Fatalf("accepted %+v", tr)
 		}
 	})
 }

@@ -252,7 +252,7 @@ func Run(ctx context.Context, o Options) error {
 		}
 	}
 	var wg sync.WaitGroup
-	h, err := api.New(api.Options{Repo: repo, Devices: st, AdminToken: token, Logger: log.With("component", "api")})
+	h, err := api.New(api.Options{Repo: repo, Devices: st, Tokens: st, AdminToken: token, Logger: log.With("component", "api")})
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -50,6 +51,9 @@ type PublishRequest struct {
 	Metadata  []byte
 	Signature []byte
 	Bundle    io.Reader
+	// Models, when not nil, are the only models the caller may publish:
+	// a CI token is scoped to its product lines.
+	Models []string
 }
 
 // PublishResult describes an accepted publish.
@@ -200,6 +204,9 @@ func (r *Repo) Publish(ctx context.Context, req PublishRequest) (*PublishResult,
 	}
 	if !strings.HasPrefix(bundlePath, "firmware/"+custom.Model+"/") {
 		return nil, reject("custom", "target %s is not under firmware/%s/", bundlePath, custom.Model)
+	}
+	if req.Models != nil && !slices.Contains(req.Models, custom.Model) {
+		return nil, reject("scope", "this token may publish %v, not %s", req.Models, custom.Model)
 	}
 	if custom.Signature != sigPath {
 		return nil, reject("custom", "signature field %q, want %q", custom.Signature, sigPath)

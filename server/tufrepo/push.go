@@ -26,6 +26,9 @@ type PushRequest struct {
 	Files  map[string][]byte // role name -> metadata
 	Reason string            // why targets are removed; required when any are
 	Actor  string            // who pushed, for the revocation record
+	// Models, when not nil, scope the push to publisher roles' targets of
+	// these models: a CI token may revoke or promote its own firmware only.
+	Models []string
 }
 
 // PushResult describes an accepted push.
@@ -71,6 +74,15 @@ func (r *Repo) Push(ctx context.Context, req PushRequest) (*PushResult, error) {
 		}
 		if role != metadata.ROOT && role != metadata.TARGETS && !validRole(role) {
 			return nil, reject("role", "bad role name %q", role)
+		}
+	}
+
+	if req.Models != nil {
+		if _, ok := req.Files[metadata.ROOT]; ok {
+			return nil, reject("scope", "a scoped token may not push root metadata")
+		}
+		if _, ok := req.Files[metadata.TARGETS]; ok {
+			return nil, reject("scope", "a scoped token may not push targets metadata")
 		}
 	}
 
@@ -198,6 +210,13 @@ func (r *Repo) Push(ctx context.Context, req PushRequest) (*PushResult, error) {
 		removed, err := checkMetadataOnlyChange(prev, nm.Signed.Targets)
 		if err != nil {
 			return nil, reject("targets", "%s: %w", dr.Name, err)
+		}
+		if req.Models != nil {
+			for _, p := range changedPaths(prev, nm.Signed.Targets) {
+				if !InModels(p, req.Models) {
+					return nil, reject("scope", "this token may change targets of %v, not %s", req.Models, p)
+				}
+			}
 		}
 		for _, p := range removed {
 			if !strings.HasSuffix(p, ".sig") {
@@ -368,4 +387,28 @@ func (r *Repo) Status() []RoleStatus {
 		}
 	}
 	return out
+}
+
+// changedPaths lists targets removed or changed between two versions.
+func changedPaths(prev, next map[string]*metadata.TargetFiles) []string {
+	var out []string
+	for p, old := range prev {
+		tf, ok := next[p]
+		if !ok || !targetEqual(old, tf) {
+			out = append(out, p)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// InModels reports whether a target path lies under firmware/<m>/ for one
+// of models: the scope of a publisher token.
+func InModels(path string, models []string) bool {
+	for _, m := range models {
+		if strings.HasPrefix(path, "firmware/"+m+"/") {
+			return true
+		}
+	}
+	return false
 }

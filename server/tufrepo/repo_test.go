@@ -469,3 +469,47 @@ func FuzzPublishMetadata(f *testing.F) {
 		}
 	})
 }
+
+func TestScopedPublishAndPush(t *testing.T) {
+	f := newFixture(t)
+	f.publish("m1", "1.0.0")
+	f.publish("m2", "1.0.0")
+	ctx := context.Background()
+	req := f.request("m2", "2.0.0", releaseMod{})
+	req.Models = []string{"m1"}
+	before := tree(t, f.dir)
+	_, err := f.repo.Publish(ctx, req)
+	var rej *RejectedError
+	if !errors.As(err, &rej) || rej.Check != "scope" {
+		t.Fatalf("publishing another model with a scoped token: %v", err)
+	}
+	// Revoking m2's firmware with a token scoped to m1.
+	st := f.repo.current()
+	b, _ := st.delegated["publisher"].ToBytes(false)
+	var zero metadata.Metadata[metadata.TargetsType]
+	m, _ := zero.FromBytes(b)
+	delete(m.Signed.Targets, "firmware/m2/m2-1.0.0.tar")
+	delete(m.Signed.Targets, "firmware/m2/m2-1.0.0.tar.sig")
+	m.Signed.Version++
+	m.ClearSignatures()
+	if _, err := m.Sign(f.pub); err != nil {
+		t.Fatal(err)
+	}
+	mb, _ := m.ToBytes(true)
+	_, err = f.repo.Push(ctx, PushRequest{Files: map[string][]byte{"publisher": mb}, Reason: "x", Models: []string{"m1"}})
+	if !errors.As(err, &rej) || rej.Check != "scope" {
+		t.Fatalf("revoking another model with a scoped token: %v", err)
+	}
+	_, err = f.repo.Push(ctx, PushRequest{Files: map[string][]byte{"root": []byte("{}")}, Models: []string{"m1"}})
+	if !errors.As(err, &rej) || rej.Check != "scope" {
+		t.Fatalf("pushing root with a scoped token: %v", err)
+	}
+	if tree(t, f.dir) != before {
+		t.Fatal("a refused scoped request changed the repository")
+	}
+	// In scope, it works.
+	_, err = f.repo.Push(ctx, PushRequest{Files: map[string][]byte{"publisher": mb}, Reason: "x", Models: []string{"m2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,143 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/dialtone-dev/dialtone/server/api"
+	"github.com/spf13/cobra"
+)
+
+type tokensCreateOptions struct {
+	clientOptions
+	outputOptions
+	Role        string
+	Models      []string
+	TTL         time.Duration
+	Description string
+}
+
+func tokensCmd(g *globalOptions) *cobra.Command {
+	cmd := &cobra.Command{Use: "tokens", Short: "API tokens for CI pipelines: scoped to models, expiring, revocable"}
+	co := &tokensCreateOptions{}
+	create := &cobra.Command{
+		Use:   "create",
+		Short: "Create a token; it is shown once and stored only as a hash",
+		Args:  cobra.NoArgs,
+		PreRunE: func(*cobra.Command, []string) error {
+			return firstUsageError(co.clientOptions.Validate(), co.outputOptions.Validate())
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			body, _ := json.Marshal(api.TokenRequest{Role: co.Role, Models: co.Models, TTL: co.TTL, Description: co.Description})
+			var info api.TokenInfo
+			if err := sendJSON(cmd.Context(), co.clientOptions, http.MethodPost, "/v1/tokens", body, http.StatusCreated, &info); err != nil {
+				return err
+			}
+			if co.Format == "table" {
+				fmt.Fprintf(g.stderr, "store this token now: it is not shown again\n")
+			}
+			return co.print(g.stdout, info, []string{"ID", "TOKEN", "ROLE", "MODELS", "EXPIRES"},
+				[][]string{{info.ID, info.Token, info.Role, strings.Join(info.Models, ","), info.Expires.Format(time.RFC3339)}})
+		},
+	}
+	co.clientOptions.AddFlags(create)
+	co.outputOptions.AddFlags(create)
+	create.Flags().StringVar(&co.Role, "role", "publisher", "role of the token")
+	create.Flags().StringSliceVar(&co.Models, "models", nil, "models the token may publish (required)")
+	create.Flags().DurationVar(&co.TTL, "ttl", 90*24*time.Hour, "lifetime")
+	create.Flags().StringVar(&co.Description, "description", "", "what the token is for")
+
+	lo := &tokensCreateOptions{}
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List tokens (never their secrets)",
+		Args:  cobra.NoArgs,
+		PreRunE: func(*cobra.Command, []string) error {
+			return firstUsageError(lo.clientOptions.Validate(), lo.outputOptions.Validate())
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var out struct {
+				Tokens []api.TokenInfo `json:"tokens"`
+			}
+			if err := getJSON(cmd.Context(), lo.clientOptions, "/v1/tokens", &out); err != nil {
+				return err
+			}
+			var rows [][]string
+			for _, t := range out.Tokens {
+				state := "valid"
+				switch {
+				case !t.Revoked.IsZero():
+					state = "revoked"
+				case time.Now().After(t.Expires):
+					state = "expired"
+				}
+				rows = append(rows, []string{t.ID, t.Role, strings.Join(t.Models, ","), t.Expires.Format(time.RFC3339), state, t.Description})
+			}
+			return lo.print(g.stdout, out.Tokens, []string{"ID", "ROLE", "MODELS", "EXPIRES", "STATE", "DESCRIPTION"}, rows)
+		},
+	}
+	lo.clientOptions.AddFlags(list)
+	lo.outputOptions.AddFlags(list)
+
+	ro := &clientOptions{}
+	revoke := &cobra.Command{
+		Use:   "revoke ID",
+		Short: "Revoke a token at once",
+		Args:  cobra.ExactArgs(1),
+		PreRunE: func(*cobra.Command, []string) error {
+			return firstUsageError(ro.Validate())
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := sendJSON(cmd.Context(), *ro, http.MethodDelete, "/v1/tokens/"+args[0], nil, http.StatusOK, nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "revoked %s\n", args[0])
+			return nil
+		},
+	}
+	ro.AddFlags(revoke)
+	cmd.AddCommand(create, list, revoke)
+	return cmd
+}
+
+// sendJSON sends body (may be nil) and decodes the answer into v (may be nil).
+func sendJSON(ctx context.Context, c clientOptions, method, path string, body []byte, want int, v any) error {
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(c.Server, "/")+path, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.Token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		return fmt.Errorf("contacting server: %w", err)
+	}
+	defer resp.Body.Close()
+	rb, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != want {
+		var e struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(rb, &e) != nil || e.Error == "" {
+			e.Error = strings.TrimSpace(string(rb))
+		}
+		return fmt.Errorf("server answered %s: %s", resp.Status, e.Error)
+	}
+	if v == nil {
+		return nil
+	}
+	if err := json.Unmarshal(rb, v); err != nil {
+		return errors.Join(errors.New("decoding answer"), err)
+	}
+	return nil
+}

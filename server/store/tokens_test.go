@@ -1,0 +1,53 @@
+package store_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/dialtone-dev/dialtone/server/store"
+)
+
+func TestTokens(t *testing.T) {
+	ctx := context.Background()
+	s, err := store.OpenSQLite(ctx, filepath.Join(t.TempDir(), "db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	tok := store.Token{ID: "t1", Hash: bytes.Repeat([]byte{1}, 32), Role: "publisher", Models: []string{"dt100", "dt200"}, Created: now, Expires: now.Add(time.Hour)}
+	if err := s.CreateToken(ctx, tok); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateToken(ctx, store.Token{ID: "t2", Hash: tok.Hash, Role: "publisher"}); err == nil {
+		t.Fatal("a second token with the same hash was stored")
+	}
+	if err := s.CreateToken(ctx, store.Token{ID: "t3", Hash: []byte{2}, Role: "publisher", Models: []string{"a,b"}}); err == nil {
+		t.Fatal("a model with a comma was stored")
+	}
+	got, err := s.TokenByHash(ctx, tok.Hash)
+	if err != nil || got.ID != "t1" || len(got.Models) != 2 || !got.Expires.Equal(tok.Expires) || !got.Revoked.IsZero() {
+		t.Fatalf("TokenByHash = %+v, %v", got, err)
+	}
+	if _, err := s.TokenByHash(ctx, []byte{9}); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("unknown hash: %v", err)
+	}
+	if err := s.RevokeToken(ctx, "t1", now); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RevokeToken(ctx, "t1", now); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("second revoke: %v", err)
+	}
+	got, _ = s.TokenByHash(ctx, tok.Hash)
+	if got.Revoked.IsZero() {
+		t.Fatal("revoked token not marked")
+	}
+	all, err := s.ListTokens(ctx)
+	if err != nil || len(all) != 1 {
+		t.Fatalf("ListTokens = %d, %v", len(all), err)
+	}
+}
