@@ -17,12 +17,7 @@ import (
 )
 
 // PushResult is the server's answer to a metadata push.
-type PushResult struct {
-	Roles     map[string]int64 `json:"roles"`
-	Revoked   []string         `json:"revoked,omitempty"`
-	Snapshot  int64            `json:"snapshot_version"`
-	Timestamp int64            `json:"timestamp_version"`
-}
+type PushResult = wire.PushResult
 
 // Revoke removes a published bundle and its signature from the publisher's
 // metadata, re-signs it and pushes it with the reason. Updated phones then

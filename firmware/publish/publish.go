@@ -47,17 +47,7 @@ type Options struct {
 }
 
 // Result is the server's answer to an accepted publish.
-type Result struct {
-	Target    string `json:"target"`
-	Model     string `json:"model"`
-	Version   string `json:"version"`
-	Channel   string `json:"channel"`
-	Length    int64  `json:"length"`
-	SHA256    string `json:"sha256"`
-	Role      string `json:"role"`
-	Snapshot  int64  `json:"snapshot_version"`
-	Timestamp int64  `json:"timestamp_version"`
-}
+type Result = wire.PublishResult
 
 // ServerError is a refusal from the server, with the check that failed.
 type ServerError struct {

@@ -57,17 +57,7 @@ type PublishRequest struct {
 }
 
 // PublishResult describes an accepted publish.
-type PublishResult struct {
-	Target    string `json:"target"`
-	Model     string `json:"model"`
-	Version   string `json:"version"`
-	Channel   string `json:"channel"`
-	Length    int64  `json:"length"`
-	SHA256    string `json:"sha256"`
-	Role      string `json:"role"`
-	Snapshot  int64  `json:"snapshot_version"`
-	Timestamp int64  `json:"timestamp_version"`
-}
+type PublishResult = wire.PublishResult
 
 // Delegation returns the role that may publish the target path and its
 // current signed metadata, which the publisher extends and signs again.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dialtone-dev/dialtone/internal/atomicfile"
+	"github.com/dialtone-dev/dialtone/internal/wire"
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 )
 
@@ -32,12 +33,7 @@ type PushRequest struct {
 }
 
 // PushResult describes an accepted push.
-type PushResult struct {
-	Roles     map[string]int64 `json:"roles"` // new version per pushed role
-	Revoked   []string         `json:"revoked,omitempty"`
-	Snapshot  int64            `json:"snapshot_version"`
-	Timestamp int64            `json:"timestamp_version"`
-}
+type PushResult = wire.PushResult
 
 // Revocation records why a target was removed.
 type Revocation struct {
