@@ -6,6 +6,8 @@ package cli
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -56,6 +58,7 @@ type runOptions struct {
 	Config   string
 	Server   string
 	Broker   string
+	BrokerCA string
 	StateDir string
 	Tenant   string
 	DeviceID string
@@ -73,6 +76,7 @@ func (o *runOptions) AddFlags(cmd *cobra.Command) {
 	f.StringVar(&o.Config, "config", "", "YAML config file (default /etc/dialtone/agent.yaml when it exists)")
 	f.StringVar(&o.Server, "server", "", "Dialtone server URL")
 	f.StringVar(&o.Broker, "broker", "", "MQTT broker: mqtt://HOST:PORT or mqtts://HOST:PORT")
+	f.StringVar(&o.BrokerCA, "broker-ca", "", "PEM CA bundle that signs the broker's certificate, for mqtts (default: the system's roots)")
 	f.StringVar(&o.StateDir, "state-dir", "/var/lib/dialtone", "state directory (trusted root, slots, outbox)")
 	f.StringVar(&o.Tenant, "tenant", "default", "tenant the phone belongs to")
 	f.StringVar(&o.DeviceID, "device-id", "", "device ID (default: the one generated at provisioning)")
@@ -263,10 +267,22 @@ func Run(ctx context.Context, o *runOptions, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	rep, err := report.New(report.Options{
+	ropts := report.Options{
 		Broker: o.Broker, Tenant: o.Tenant, Device: id, OutboxDir: filepath.Join(o.StateDir, "outbox"),
 		Logger: log,
-	})
+	}
+	if o.BrokerCA != "" {
+		pem, err := os.ReadFile(o.BrokerCA)
+		if err != nil {
+			return fmt.Errorf("reading broker CA: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("broker CA %s holds no PEM certificate", o.BrokerCA)
+		}
+		ropts.TLS = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	rep, err := report.New(ropts)
 	if err != nil {
 		return err
 	}
