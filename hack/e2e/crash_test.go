@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/dialtone-dev/dialtone/internal/systest"
 )
 
 // TestServerKilledMidPublish: SIGKILL the server while a bundle is being
@@ -15,9 +17,9 @@ import (
 // state, phones update from it, and the publish can simply be run again.
 func TestServerKilledMidPublish(t *testing.T) {
 	buildBinaries(t)
-	s := startServer(t)
+	s := systest.StartServer(t, bins)
 	first, _ := buildSigned(t, s, "1.1.0")
-	if r := publish(t, s, first); r.code != 0 {
+	if r := publish(t, s, first); r.Code != 0 {
 		t.Fatal("publish 1.1.0 failed")
 	}
 	before := tufStatus(t, s)
@@ -29,18 +31,18 @@ func TestServerKilledMidPublish(t *testing.T) {
 		t.Fatal(err)
 	}
 	big := filepath.Join(dir, "big.tar")
-	mustRun(t, nil, bins.server, "firmware", "build", "--model", model, "--version", "1.2.0", "--hardware", hw, "--payload", "rootfs.img="+payload, "-o", big)
-	key := filepath.Join(s.dataDir, "keys", "publisher.key")
-	mustRun(t, nil, bins.server, "firmware", "sign", "--key", key, big)
+	systest.MustRun(t, nil, bins.Server, "firmware", "build", "--model", model, "--version", "1.2.0", "--hardware", hw, "--payload", "rootfs.img="+payload, "-o", big)
+	key := filepath.Join(s.DataDir, "keys", "publisher.key")
+	systest.MustRun(t, nil, bins.Server, "firmware", "sign", "--key", key, big)
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	pub := exec.CommandContext(ctx, bins.server, "firmware", "publish", "--key", key, "--no-progress", big)
-	pub.Env = append(os.Environ(), s.clientEnv()...)
+	pub := exec.CommandContext(ctx, bins.Server, "firmware", "publish", "--key", key, "--no-progress", big)
+	pub.Env = append(os.Environ(), s.ClientEnv()...)
 	if err := pub.Start(); err != nil {
 		t.Fatal(err)
 	}
-	staging := filepath.Join(s.dataDir, "tuf", "staging")
+	staging := filepath.Join(s.DataDir, "tuf", "staging")
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		ents, _ := os.ReadDir(staging)
@@ -54,14 +56,14 @@ func TestServerKilledMidPublish(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	if err := s.cmd.Process.Kill(); err != nil {
+	if err := s.Cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	if err := pub.Wait(); err == nil {
 		t.Fatal("publish reported success although the server died mid-upload")
 	}
 
-	s = restart(t, s)
+	s = s.Restart(t)
 	after := tufStatus(t, s)
 	for _, role := range []string{"root", "targets", "publisher"} {
 		if after[role].Version != before[role].Version {
@@ -71,14 +73,14 @@ func TestServerKilledMidPublish(t *testing.T) {
 	if ents, _ := os.ReadDir(staging); len(ents) != 0 {
 		t.Fatalf("staging still holds %d files after restart", len(ents))
 	}
-	p := provision(t, s, "phone-1", model)
-	if r := p.once(t, s, model, hw); r.code != 0 {
-		t.Fatalf("phone after the restart exited %d", r.code)
+	p := systest.Provision(t, s, "phone-1", model)
+	if r := p.Once(t, s, model, hw); r.Code != 0 {
+		t.Fatalf("phone after the restart exited %d", r.Code)
 	}
-	if r := publish(t, s, big); r.code != 0 {
-		t.Fatalf("publishing again after the restart exited %d", r.code)
+	if r := publish(t, s, big); r.Code != 0 {
+		t.Fatalf("publishing again after the restart exited %d", r.Code)
 	}
-	if r := p.once(t, s, model, hw); r.code != 0 {
-		t.Fatalf("phone taking the re-published bundle exited %d", r.code)
+	if r := p.Once(t, s, model, hw); r.Code != 0 {
+		t.Fatalf("phone taking the re-published bundle exited %d", r.Code)
 	}
 }

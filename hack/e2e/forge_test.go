@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/dialtone-dev/dialtone/firmware"
+	"github.com/dialtone-dev/dialtone/internal/systest"
 	"github.com/dialtone-dev/dialtone/keys"
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/theupdateframework/go-tuf/v2/metadata"
@@ -24,10 +25,10 @@ import (
 // re-signed so that the TUF chain verifies. Only checks beyond TUF (the
 // publisher's bundle signature) can catch what it does. The server serves
 // timestamp.json from memory, so restart it afterwards.
-func forge(t *testing.T, s *server, mutate func(targets map[string]*metadata.TargetFiles, targetsDir string)) {
+func forge(t *testing.T, s *systest.Server, mutate func(targets map[string]*metadata.TargetFiles, targetsDir string)) {
 	t.Helper()
 	ctx := context.Background()
-	mdir := filepath.Join(s.dataDir, "tuf", "metadata")
+	mdir := filepath.Join(s.DataDir, "tuf", "metadata")
 	load := func(name string) []byte {
 		b, err := os.ReadFile(filepath.Join(mdir, name))
 		if err != nil {
@@ -36,7 +37,7 @@ func forge(t *testing.T, s *server, mutate func(targets map[string]*metadata.Tar
 		return b
 	}
 	key := func(role string) signature.Signer {
-		k, err := keys.LoadSigner(ctx, filepath.Join(s.dataDir, "keys", role+".key"))
+		k, err := keys.LoadSigner(ctx, filepath.Join(s.DataDir, "keys", role+".key"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -59,7 +60,7 @@ func forge(t *testing.T, s *server, mutate func(targets map[string]*metadata.Tar
 	if err != nil {
 		t.Fatal(err)
 	}
-	mutate(pub.Signed.Targets, filepath.Join(s.dataDir, "tuf", "targets"))
+	mutate(pub.Signed.Targets, filepath.Join(s.DataDir, "tuf", "targets"))
 	pub.Signed.Version++
 	pub.ClearSignatures()
 	if _, err := pub.Sign(key("publisher")); err != nil {
@@ -137,27 +138,27 @@ func TestAgentChecksPublisherSignature(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := startServer(t)
+			s := systest.StartServer(t, bins)
 			first, _ := buildSigned(t, s, "1.1.0")
-			if r := publish(t, s, first); r.code != 0 {
+			if r := publish(t, s, first); r.Code != 0 {
 				t.Fatal("publish 1.1.0 failed")
 			}
-			p := provision(t, s, "phone-1", model)
-			if r := p.once(t, s, model, hw); r.code != 0 {
-				t.Fatalf("install 1.1.0 exited %d", r.code)
+			p := systest.Provision(t, s, "phone-1", model)
+			if r := p.Once(t, s, model, hw); r.Code != 0 {
+				t.Fatalf("install 1.1.0 exited %d", r.Code)
 			}
 			next, _ := buildSigned(t, s, "1.2.0")
-			if r := publish(t, s, next); r.code != 0 {
+			if r := publish(t, s, next); r.Code != 0 {
 				t.Fatal("publish 1.2.0 failed")
 			}
 			forge(t, s, tt.mutate(t, next))
-			s = restart(t, s)
-			before := p.slotTree(t)
-			r := p.once(t, s, model, hw)
-			if r.code != 20 || !strings.Contains(r.stderr, tt.reason) {
-				t.Fatalf("agent exited %d, want 20 (refused) because %q", r.code, tt.reason)
+			s = s.Restart(t)
+			before := p.SlotTree(t)
+			r := p.Once(t, s, model, hw)
+			if r.Code != 20 || !strings.Contains(r.Stderr, tt.reason) {
+				t.Fatalf("agent exited %d, want 20 (refused) because %q", r.Code, tt.reason)
 			}
-			if after := p.slotTree(t); len(after) != len(before) || after["boot.json"] != before["boot.json"] {
+			if after := p.SlotTree(t); len(after) != len(before) || after["boot.json"] != before["boot.json"] {
 				t.Fatal("slots changed although the update was refused")
 			}
 		})
