@@ -3,7 +3,10 @@
 # a Debian 12 machine that has Go at /usr/local/go:
 #   - Debian packages: the software TPM (swtpm, swtpm-tools), tpm2-tools,
 #     Mosquitto broker and clients, and gcc/libc6-dev/make for `go test -race`.
-#   - Go tools, pinned by version, into the repo-local .bin/ (GOBIN).
+#   - Go tools, pinned by version, into the repo-local .bin/ (GOBIN): staticcheck,
+#     and cosign for hack/interop.
+#   - Node.js and npm (Debian's when missing), and tuf-js for hack/interop with
+#     `npm ci` from its committed package-lock.json.
 #
 # Idempotent: when everything is present it only checks and exits, without
 # touching the network. `apt-get update` runs at most once, and only when a
@@ -17,6 +20,14 @@ TOOLBIN="${ROOT}/.bin"
 # staticcheck 2026.2.2 (module v0.8.2) builds with go1.26 and analyses go1.26 code.
 STATICCHECK_VERSION="v0.8.2"
 STATICCHECK_MARKER="(0.8.2)"
+# cosign, for hack/interop (signatures made by one verify with the other).
+# v2.6.5 builds with go1.26.8 and GOTOOLCHAIN=local; hack/interop reads this line.
+COSIGN_VERSION="v2.6.5"
+
+# tuf-js for hack/interop: package.json pins it, package-lock.json the rest.
+# tuf-js 3 runs on Node.js 18.17+ (Debian 12's nodejs is 18.20) and 20.5+.
+TUFJS_DIR="${ROOT}/hack/interop/tufjs"
+NODE_APT_PACKAGES=(nodejs npm)
 
 # Debian packages the tests and the demo use. Keep this list small.
 APT_PACKAGES=(
@@ -54,6 +65,14 @@ as_root() {
 	fi
 }
 
+APT_UPDATED=0
+apt_update() {
+	if [[ "${APT_UPDATED}" -eq 0 ]]; then
+		as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+		APT_UPDATED=1
+	fi
+}
+
 install_apt() {
 	if ! command -v dpkg-query >/dev/null 2>&1; then
 		log "dpkg-query not found: not a Debian system; install by hand: ${APT_PACKAGES[*]}"
@@ -68,7 +87,7 @@ install_apt() {
 		return 0
 	fi
 	log "installing Debian packages: ${missing[*]}"
-	as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+	apt_update
 	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 	for p in "${missing[@]}"; do
 		installed "$p" || die "package $p still not installed"
@@ -102,6 +121,69 @@ install_go_tool() {
 	go_tool_ok "${bin}" "${marker}" || die "${bin} installed but does not report ${marker} with $(go env GOVERSION)"
 }
 
+# cosign_ok: .bin/cosign exists and reports the pinned version. Unlike the
+# linters it need not be rebuilt when Go changes: it only signs and verifies.
+cosign_ok() {
+	[[ -x "${TOOLBIN}/cosign" ]] || return 1
+	local out
+	out="$("${TOOLBIN}/cosign" version 2>&1)" || return 1
+	grep -qE "^GitVersion:[[:space:]]+${COSIGN_VERSION}\$" <<<"${out}"
+}
+
+install_cosign() {
+	if cosign_ok; then
+		return 0
+	fi
+	log "installing cosign ${COSIGN_VERSION} into ${TOOLBIN} (a large build: minutes on a cold cache)"
+	mkdir -p "${TOOLBIN}"
+	(cd / && GOBIN="${TOOLBIN}" GOFLAGS= go install "github.com/sigstore/cosign/v2/cmd/cosign@${COSIGN_VERSION}")
+	cosign_ok || die "cosign installed but does not report ${COSIGN_VERSION}"
+}
+
+# --- Node.js and tuf-js -------------------------------------------------------
+
+# node_ok: node and npm are on PATH and node can run tuf-js 3 (18.17+, 20.5+).
+node_ok() {
+	command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || return 1
+	local v major minor
+	v="$(node -p 'process.versions.node' 2>/dev/null)" || return 1
+	major="${v%%.*}"
+	minor="${v#*.}"
+	minor="${minor%%.*}"
+	((major > 20 || (major == 20 && minor >= 5) || (major == 18 && minor >= 17)))
+}
+
+install_node() {
+	if node_ok; then
+		return 0
+	fi
+	if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+		die "node $(node --version) is too old for tuf-js (hack/interop): need Node.js 18.17+ or 20.5+"
+	fi
+	command -v dpkg-query >/dev/null 2>&1 || die "node or npm missing: install Node.js 18.17+ or 20.5+ with npm"
+	log "installing Debian packages: ${NODE_APT_PACKAGES[*]}"
+	apt_update
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${NODE_APT_PACKAGES[@]}"
+	node_ok || die "node/npm still missing or too old after installing ${NODE_APT_PACKAGES[*]}"
+}
+
+# install_tufjs runs `npm ci` in hack/interop/tufjs when node_modules is
+# missing or was installed from another package-lock.json (a stamp in
+# node_modules records the lockfile's SHA-256).
+install_tufjs() {
+	local stamp="${TUFJS_DIR}/node_modules/.dialtone-lock.sha256" want
+	want="$(sha256sum "${TUFJS_DIR}/package-lock.json" | awk '{print $1}')"
+	if [[ -f "${TUFJS_DIR}/node_modules/tuf-js/package.json" && -f "${stamp}" && "$(cat "${stamp}")" == "${want}" ]]; then
+		return 0
+	fi
+	log "installing tuf-js into ${TUFJS_DIR}/node_modules (npm ci)"
+	(cd "${TUFJS_DIR}" && npm ci --no-audit --no-fund --loglevel=error </dev/null)
+	printf '%s\n' "${want}" >"${stamp}"
+}
+
 install_apt
 install_go_tool staticcheck "honnef.co/go/tools/cmd/staticcheck@${STATICCHECK_VERSION}" "${STATICCHECK_MARKER}"
-log "ok: $(go env GOVERSION), staticcheck $("${TOOLBIN}/staticcheck" -version | awk '{print $2}')"
+install_cosign
+install_node
+install_tufjs
+log "ok: $(go env GOVERSION), staticcheck $("${TOOLBIN}/staticcheck" -version | awk '{print $2}'), cosign ${COSIGN_VERSION}, node $(node --version), tuf-js $(node -p "require('${TUFJS_DIR}/node_modules/tuf-js/package.json').version")"
