@@ -13,9 +13,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/dialtone-dev/dialtone/internal/atomicfile"
@@ -136,7 +138,21 @@ func (d *Dir) save(st Status) error {
 	return atomicfile.WriteFile(d.statePath(), b, 0o644)
 }
 
-// Install is an image being written into the inactive slot.
+// Installer writes one image into the inactive slot. Nothing about the
+// boot state changes until Finish, and the slot boots only after SetTrial.
+type Installer interface {
+	// Slot is the slot being written.
+	Slot() string
+	// Payload opens the destination of one payload of the image; the
+	// caller writes exactly size bytes and closes it.
+	Payload(name string, size int64) (io.WriteCloser, error)
+	// Finish makes the written image durable and records info for it.
+	Finish(ctx context.Context, info Info) error
+	// Abort discards what was written.
+	Abort() error
+}
+
+// Install is an image being written into a dir slot.
 type Install struct {
 	d    *Dir
 	slot string
@@ -145,7 +161,7 @@ type Install struct {
 
 // BeginInstall empties a staging folder for the inactive slot. Nothing
 // about the boot state changes until Finish and SetTrial.
-func (d *Dir) BeginInstall(ctx context.Context) (*Install, error) {
+func (d *Dir) BeginInstall(ctx context.Context) (Installer, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -170,8 +186,17 @@ func (d *Dir) BeginInstall(ctx context.Context) (*Install, error) {
 // Slot is the slot being installed.
 func (in *Install) Slot() string { return in.slot }
 
-// Path is the folder to write the image's payloads into.
-func (in *Install) Path() string { return in.tmp }
+// Payload creates the payload's file in the staging folder.
+func (in *Install) Payload(name string, _ int64) (io.WriteCloser, error) {
+	if name == "" || strings.ContainsAny(name, `/\`) || name == "." || name == ".." {
+		return nil, fmt.Errorf("install: bad payload name %q", name)
+	}
+	f, err := os.OpenFile(filepath.Join(in.tmp, name), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("install: %w", err)
+	}
+	return f, nil
+}
 
 // Abort discards the staged image.
 func (in *Install) Abort() error { return os.RemoveAll(in.tmp) }

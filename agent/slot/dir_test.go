@@ -3,6 +3,7 @@ package slot
 import (
 	"context"
 	"errors"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -25,7 +26,14 @@ func install(t *testing.T, d *Dir, version, content string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(in.Path(), "rootfs.img"), []byte(content), 0o644); err != nil {
+	w, err := in.Payload("rootfs.img", int64(len(content)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(w, content); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
 	if err := in.Finish(ctx, Info{Model: "m", Version: version}); err != nil {
@@ -133,8 +141,16 @@ func TestAbandonedInstall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(in.Path(), "half"), []byte("half-written"), 0o644); err != nil {
+	w, err := in.Payload("half", 12)
+	if err != nil {
 		t.Fatal(err)
+	}
+	io.WriteString(w, "half-written")
+	w.Close()
+	for _, bad := range []string{"../x", "a/b", "", ".."} {
+		if _, err := in.Payload(bad, 1); err == nil {
+			t.Errorf("payload name %q accepted", bad)
+		}
 	}
 	after, _ := os.ReadFile(d.statePath())
 	if string(before) != string(after) {

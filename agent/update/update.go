@@ -61,7 +61,7 @@ func (e *RefusedError) Unwrap() error { return e.Err }
 // Slots is what the agent needs of a slot backend.
 type Slots interface {
 	Status() (slot.Status, error)
-	BeginInstall(ctx context.Context) (*slot.Install, error)
+	BeginInstall(ctx context.Context) (slot.Installer, error)
 	SetTrial(ctx context.Context, s string) error
 	Boot(ctx context.Context) (slot.Status, error)
 	Commit(ctx context.Context) error
@@ -325,7 +325,7 @@ func (a *Agent) install(ctx context.Context, t *trust, c candidate) (*installed,
 	if err != nil {
 		return nil, err
 	}
-	man, err := a.extract(ctx, file, in.Path())
+	man, err := a.extract(ctx, file, in)
 	if err != nil {
 		in.Abort()
 		os.Remove(file)
@@ -347,14 +347,14 @@ func (a *Agent) install(ctx context.Context, t *trust, c candidate) (*installed,
 	return &installed{Info: info, slot: in.Slot()}, nil
 }
 
-func (a *Agent) extract(ctx context.Context, file, dir string) (firmware.Manifest, error) {
+func (a *Agent) extract(ctx context.Context, file string, in slot.Installer) (firmware.Manifest, error) {
 	f, err := os.Open(file)
 	if err != nil {
 		return firmware.Manifest{}, err
 	}
 	defer f.Close()
 	man, err := firmware.Read(ctx, f, firmware.DefaultLimits(), func(p firmware.Payload, r io.Reader) error {
-		out, err := os.OpenFile(filepath.Join(dir, p.Name), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+		out, err := in.Payload(p.Name, p.Size)
 		if err != nil {
 			return err
 		}
