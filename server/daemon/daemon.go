@@ -48,6 +48,10 @@ type Options struct {
 	DataDir  string
 	HTTPAddr string // e.g. 127.0.0.1:8080; port 0 picks a free one
 	MQTTAddr string
+	// TargetsBucket, when set, is a gocloud.dev blob URL (file:// or s3://,
+	// see tufrepo.OpenTargetsBucket) where the repository stores and
+	// serves target files; by default they stay in DataDir/tuf/targets.
+	TargetsBucket string
 	// Dev bootstraps missing keys and repository with development keys and
 	// lets devices onto the broker by name alone. Never for production.
 	Dev    bool
@@ -209,10 +213,20 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	repo, err := tufrepo.Open(ctx, filepath.Join(o.DataDir, RepoDir), snap, ts, tufrepo.WithLogger(log.With("component", "tuf")))
+	ropts := []tufrepo.Option{tufrepo.WithLogger(log.With("component", "tuf"))}
+	if o.TargetsBucket != "" {
+		bucket, err := tufrepo.OpenTargetsBucket(ctx, o.TargetsBucket)
+		if err != nil {
+			return err
+		}
+		defer bucket.Close()
+		ropts = append(ropts, tufrepo.WithTargetsBucket(bucket))
+	}
+	repo, err := tufrepo.Open(ctx, filepath.Join(o.DataDir, RepoDir), snap, ts, ropts...)
 	if err != nil {
 		return err
 	}
+	defer repo.Close()
 	token, err := ReadAdminToken(o.DataDir)
 	if err != nil {
 		return err

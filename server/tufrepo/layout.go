@@ -14,6 +14,11 @@
 //	metadata/timestamp.json
 //	targets/<dir>/<sha256>.<name>    target files, hash-prefixed
 //	staging/                         uploads in progress
+//
+// Target files go through a gocloud.dev/blob bucket under the key
+// <dir>/<sha256>.<name>: by default targets/ itself (fileblob), or any
+// bucket WithTargetsBucket gives, such as an S3-compatible server's
+// (targets.go). Metadata and staging always stay on the local disk.
 package tufrepo
 
 import (

@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/dialtone-dev/dialtone/firmware"
-	"github.com/dialtone-dev/dialtone/internal/atomicfile"
 	"github.com/dialtone-dev/dialtone/internal/wire"
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 )
@@ -268,31 +267,21 @@ func (r *Repo) Publish(ctx context.Context, req PublishRequest) (*PublishResult,
 	if !sameSet(man.Hardware, custom.Hardware) {
 		return nil, reject("manifest", "bundle hardware %v, metadata says %v", man.Hardware, custom.Hardware)
 	}
-	if err := tmp.Sync(); err != nil {
-		return nil, fmt.Errorf("publish: %w", err)
-	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 
-	// Every check passed: write the target files, then the metadata, with
-	// timestamp.json last.
-	tdir := filepath.Join(r.dir, targetsDir)
-	bundleDst := filepath.Join(tdir, filepath.FromSlash(targetFileName(bundlePath, hex.EncodeToString(bundleSHA))))
-	sigDst := filepath.Join(tdir, filepath.FromSlash(targetFileName(sigPath, hex.EncodeToString(sigSHA))))
-	if err := os.MkdirAll(filepath.Dir(bundleDst), 0o755); err != nil {
-		return nil, fmt.Errorf("publish: %w", err)
-	}
-	if err := atomicfile.WriteFile(sigDst, req.Signature, 0o644); err != nil {
+	// Every check passed: store the target files, then write the metadata,
+	// with timestamp.json last. The bundle is copied from staging into the
+	// bucket as a stream; until the metadata is committed nothing refers to
+	// the new objects, so a failure here leaves the repository as it was.
+	if err := r.putTarget(ctx, targetFileName(sigPath, hex.EncodeToString(sigSHA)), bytes.NewReader(req.Signature), stf.Length, sigSHA); err != nil {
 		return nil, err
 	}
-	if err := tmp.Chmod(0o644); err != nil {
+	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
 		return nil, fmt.Errorf("publish: %w", err)
 	}
-	if err := os.Rename(tmp.Name(), bundleDst); err != nil {
-		return nil, fmt.Errorf("publish: placing bundle: %w", err)
-	}
-	if err := atomicfile.SyncDir(filepath.Dir(bundleDst)); err != nil {
+	if err := r.putTarget(ctx, targetFileName(bundlePath, hex.EncodeToString(bundleSHA)), tmp, bt.Length, bundleSHA); err != nil {
 		return nil, err
 	}
 	next := *st

@@ -79,8 +79,10 @@ func wantReject(t *testing.T, err error, check string) {
 // 1.root.json follows a chain of root versions (a raised threshold, then a
 // targets key rotation), sees revoked targets disappear and promoted ones
 // change channel.
-func TestRotationsSeenByAFreshClient(t *testing.T) {
-	f := newFixture(t)
+func TestRotationsSeenByAFreshClient(t *testing.T) { forEachStore(t, testRotationsSeenByAFreshClient) }
+
+func testRotationsSeenByAFreshClient(t *testing.T, store targetStore) {
+	f := newFixture(t, store)
 	ctx := context.Background()
 	f.publish("m1", "1.0.0")
 	f.publish("m1", "1.1.0")
@@ -185,7 +187,11 @@ func TestRotationsSeenByAFreshClient(t *testing.T) {
 }
 
 func TestPushRejectsAndChangesNothing(t *testing.T) {
-	f := newFixture(t)
+	forEachStore(t, testPushRejectsAndChangesNothing)
+}
+
+func testPushRejectsAndChangesNothing(t *testing.T, store targetStore) {
+	f := newFixture(t, store)
 	ctx := context.Background()
 	f.publish("m1", "1.0.0")
 	stranger := signer(t, t.TempDir(), "stranger")
@@ -248,10 +254,10 @@ func TestPushRejectsAndChangesNothing(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			before := tree(t, f.dir)
+			before := f.state(t)
 			_, err := f.repo.Push(ctx, PushRequest{Files: tt.files, Reason: "test"})
 			wantReject(t, err, tt.check)
-			if tree(t, f.dir) != before {
+			if f.state(t) != before {
 				t.Fatal("a rejected push changed the repository")
 			}
 		})
@@ -260,8 +266,10 @@ func TestPushRejectsAndChangesNothing(t *testing.T) {
 
 // TestUnreleasedRootIsNotServed: a root version written to disk but not yet
 // installed (a push in flight, or one interrupted) is not served.
-func TestUnreleasedRootIsNotServed(t *testing.T) {
-	f := newFixture(t)
+func TestUnreleasedRootIsNotServed(t *testing.T) { forEachStore(t, testUnreleasedRootIsNotServed) }
+
+func testUnreleasedRootIsNotServed(t *testing.T, store targetStore) {
+	f := newFixture(t, store)
 	r := currentRoot(t, f)
 	r.Signed.Version = 2
 	if err := os.WriteFile(filepath.Join(f.dir, metadataDir, "2.root.json"), encode(t, r, signer(t, f.keyDir, "root")), 0o644); err != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/dialtone-dev/dialtone/internal/atomicfile"
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/theupdateframework/go-tuf/v2/metadata"
+	"gocloud.dev/blob"
 )
 
 // ErrNoRepository is returned by Open when the directory holds no repository.
@@ -259,6 +260,13 @@ type Repo struct {
 	log             *slog.Logger
 	now             func() time.Time
 
+	// bucket holds the target files; localTargets is its folder when it
+	// is the default fileblob bucket over targets/ (ownBucket: Close
+	// closes it), "" for a bucket given by WithTargetsBucket.
+	bucket       *blob.Bucket
+	ownBucket    bool
+	localTargets string
+
 	publishMu sync.Mutex // serialises publishes and re-signing
 	mu        sync.RWMutex
 	cur       *state
@@ -277,8 +285,10 @@ func WithExpiries(e Expiries) Option { return func(r *Repo) { r.exp = e } }
 func WithClock(now func() time.Time) Option { return func(r *Repo) { r.now = now } }
 
 // Open loads the repository in dir. The snapshot and timestamp signers must
-// be the keys root names for those roles.
-func Open(ctx context.Context, dir string, snapshot, timestamp signature.Signer, opts ...Option) (*Repo, error) {
+// be the keys root names for those roles. Target files are stored in the
+// repository's targets/ folder, or in the bucket WithTargetsBucket gives.
+// Close the Repo when done.
+func Open(ctx context.Context, dir string, snapshot, timestamp signature.Signer, opts ...Option) (_ *Repo, err error) {
 	r := &Repo{dir: dir, snapshotSigner: snapshot, timestampSigner: timestamp, exp: DefaultExpiries(),
 		log: slog.New(slog.DiscardHandler), now: time.Now}
 	for _, o := range opts {
@@ -295,6 +305,14 @@ func Open(ctx context.Context, dir string, snapshot, timestamp signature.Signer,
 		return nil, err
 	}
 	r.cur = st
+	if err := r.openTargets(ctx); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			_ = r.Close()
+		}
+	}()
 	if err := r.cleanOrphans(); err != nil {
 		return nil, err
 	}
@@ -471,6 +489,9 @@ func (r *Repo) latestRootVersion() (int64, error) {
 // cleanOrphans removes versioned metadata newer than what the current state
 // references: leftovers of a publish that crashed before its timestamp was
 // written. Their version numbers will be reused, so they must not linger.
+// It also clears staging/ and the temporary files of an interrupted upload
+// into the default targets/ folder. Complete target files that no metadata
+// names stay: they are immutable and unreachable (see targets.go).
 func (r *Repo) cleanOrphans() error {
 	current := map[string]int64{metadata.SNAPSHOT: r.cur.snapshot.Signed.Version, metadata.TARGETS: r.cur.targets.Signed.Version}
 	for role, m := range r.cur.delegated {
@@ -497,7 +518,7 @@ func (r *Repo) cleanOrphans() error {
 	if err := os.RemoveAll(staging); err != nil {
 		return fmt.Errorf("clearing staging: %w", err)
 	}
-	return nil
+	return r.cleanStrandedTemp(r.cur)
 }
 
 // resign builds a new snapshot (when snapshotToo) and timestamp over st and

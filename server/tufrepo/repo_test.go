@@ -25,11 +25,13 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 	"github.com/theupdateframework/go-tuf/v2/metadata/config"
 	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
+	"gocloud.dev/blob"
 )
 
 type fixture struct {
 	t       testing.TB
 	dir     string
+	bucket  *blob.Bucket // nil: the default targets/ folder
 	keyDir  string
 	repo    *Repo
 	pub     signature.Signer
@@ -53,9 +55,12 @@ func signer(t testing.TB, dir, name string) signature.Signer {
 	return s
 }
 
-func newFixture(t testing.TB) *fixture {
+func newFixture(t testing.TB, store targetStore) *fixture {
 	t.Helper()
 	f := &fixture{t: t, dir: filepath.Join(t.TempDir(), "repo"), keyDir: t.TempDir(), clock: time.Now().UTC()}
+	if store.open != nil {
+		f.bucket = store.open(t)
+	}
 	f.pub = signer(t, f.keyDir, "publisher")
 	pubKey, err := f.pub.PublicKey()
 	if err != nil {
@@ -85,9 +90,18 @@ func (f *fixture) now() time.Time {
 
 func (f *fixture) reopen() {
 	f.t.Helper()
-	r, err := Open(context.Background(), f.dir, signer(f.t, f.keyDir, "snapshot"), signer(f.t, f.keyDir, "timestamp"), WithClock(f.now))
+	opts := []Option{WithClock(f.now)}
+	if f.bucket != nil {
+		opts = append(opts, WithTargetsBucket(f.bucket))
+	}
+	r, err := Open(context.Background(), f.dir, signer(f.t, f.keyDir, "snapshot"), signer(f.t, f.keyDir, "timestamp"), opts...)
 	if err != nil {
 		f.t.Fatal(err)
+	}
+	if f.repo != nil {
+		_ = f.repo.Close()
+	} else {
+		f.t.Cleanup(func() { _ = f.repo.Close() })
 	}
 	f.repo = r
 	if f.srv != nil {
@@ -119,12 +133,16 @@ type releaseMod struct {
 	expires   time.Duration
 	path      string // target path override
 	body      func([]byte) []byte
-	version   int64 // metadata version override (0: keep)
+	version   int64  // metadata version override (0: keep)
+	bundle    string // a bundle already built for model and version
 }
 
 func (f *fixture) request(model, version string, mod releaseMod) PublishRequest {
 	f.t.Helper()
-	bpath := f.bundle(model, version)
+	bpath := mod.bundle
+	if bpath == "" {
+		bpath = f.bundle(model, version)
+	}
 	data, err := os.ReadFile(bpath)
 	if err != nil {
 		f.t.Fatal(err)
@@ -215,6 +233,17 @@ func tree(t testing.TB, dir string) string {
 	return strings.Join(lines, "\n")
 }
 
+// state is what a publish may change: every file of the repository but
+// staging, and every object of the targets bucket when it is not targets/.
+func (f *fixture) state(t testing.TB) string {
+	t.Helper()
+	out := tree(t, f.dir)
+	if f.bucket != nil {
+		out += "\nbucket:\n" + bucketTree(t, f.bucket)
+	}
+	return out
+}
+
 // client is a fresh go-tuf client that starts from 1.root.json only.
 func (f *fixture) client(refTime time.Time) *updater.Updater {
 	f.t.Helper()
@@ -241,7 +270,11 @@ func (f *fixture) client(refTime time.Time) *updater.Updater {
 }
 
 func TestGoTUFClientReadsPublishedFirmware(t *testing.T) {
-	f := newFixture(t)
+	forEachStore(t, testGoTUFClientReadsPublishedFirmware)
+}
+
+func testGoTUFClientReadsPublishedFirmware(t *testing.T, store targetStore) {
+	f := newFixture(t, store)
 	f.publish("m1", "1.0.0")
 	res := f.publish("m1", "1.1.0")
 	f.publish("m2", "1.0.0")
@@ -261,10 +294,23 @@ func TestGoTUFClientReadsPublishedFirmware(t *testing.T) {
 	if _, err := u.GetTargetInfo("firmware/m1/m1-9.9.9.tar"); err == nil {
 		t.Fatal("unknown target found")
 	}
+	if f.bucket != nil {
+		// Everything went to the bucket, nothing to targets/.
+		if local := tree(t, filepath.Join(f.dir, targetsDir)); local != "" {
+			t.Errorf("target files on the local disk with a bucket:\n%s", local)
+		}
+		if n := len(strings.Split(bucketTree(t, f.bucket), "\n")); n != 6 {
+			t.Errorf("%d objects in the bucket, want 3 bundles and 3 signatures", n)
+		}
+	}
 }
 
 func TestPublishRejectsBadInputAndChangesNothing(t *testing.T) {
-	f := newFixture(t)
+	forEachStore(t, testPublishRejectsBadInputAndChangesNothing)
+}
+
+func testPublishRejectsBadInputAndChangesNothing(t *testing.T, store targetStore) {
+	f := newFixture(t, store)
 	f.publish("m1", "1.0.0")
 	stranger := signer(t, t.TempDir(), "stranger")
 	tests := []struct {
@@ -314,7 +360,7 @@ func TestPublishRejectsBadInputAndChangesNothing(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			req := tt.req()
-			before := tree(t, f.dir)
+			before := f.state(t)
 			_, err := f.repo.Publish(context.Background(), req)
 			var rej *RejectedError
 			if !errors.As(err, &rej) {
@@ -323,7 +369,7 @@ func TestPublishRejectsBadInputAndChangesNothing(t *testing.T) {
 			if rej.Check != tt.check {
 				t.Errorf("check = %q (%v), want %q", rej.Check, rej.Err, tt.check)
 			}
-			if after := tree(t, f.dir); after != before {
+			if after := f.state(t); after != before {
 				t.Errorf("repository changed by a rejected publish:\nbefore:\n%s\nafter:\n%s", before, after)
 			}
 		})
@@ -333,7 +379,11 @@ func TestPublishRejectsBadInputAndChangesNothing(t *testing.T) {
 }
 
 func TestConcurrentPublishesOfOneVersion(t *testing.T) {
-	f := newFixture(t)
+	forEachStore(t, testConcurrentPublishesOfOneVersion)
+}
+
+func testConcurrentPublishesOfOneVersion(t *testing.T, store targetStore) {
+	f := newFixture(t, store)
 	reqs := []PublishRequest{f.request("m1", "2.0.0", releaseMod{}), f.request("m1", "2.0.0", releaseMod{})}
 	var wg sync.WaitGroup
 	errs := make([]error, len(reqs))
@@ -357,7 +407,11 @@ func TestConcurrentPublishesOfOneVersion(t *testing.T) {
 }
 
 func TestOnlineMetadataIsResignedBeforeExpiry(t *testing.T) {
-	f := newFixture(t)
+	forEachStore(t, testOnlineMetadataIsResignedBeforeExpiry)
+}
+
+func testOnlineMetadataIsResignedBeforeExpiry(t *testing.T, store targetStore) {
+	f := newFixture(t, store)
 	f.publish("m1", "1.0.0")
 	_, _, _, ts0 := f.repo.Versions()
 	// 20 hours later the 1-day timestamp has used more than half its life.
@@ -381,20 +435,36 @@ func TestOnlineMetadataIsResignedBeforeExpiry(t *testing.T) {
 }
 
 func TestReopenDropsLeftoversOfAnInterruptedPublish(t *testing.T) {
-	f := newFixture(t)
-	f.publish("m1", "1.0.0")
-	before := tree(t, f.dir)
+	forEachStore(t, testReopenDropsLeftoversOfAnInterruptedPublish)
+}
+
+func testReopenDropsLeftoversOfAnInterruptedPublish(t *testing.T, store targetStore) {
+	f := newFixture(t, store)
+	res := f.publish("m1", "1.0.0")
+	before := f.state(t)
 	_, _, snap, _ := f.repo.Versions()
 	// A crash after writing the new snapshot but before timestamp.json.
 	orphan := filepath.Join(f.dir, metadataDir, metaName("snapshot", snap+1))
 	if err := os.WriteFile(orphan, []byte("{}"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// A crash in the middle of an upload into targets/: fileblob's
+	// temporary file stays behind.
+	var stranded string
+	if f.bucket == nil {
+		stranded = filepath.Join(f.dir, targetsDir, "firmware", "m1", res.SHA256+".m1-1.1.0.tar.18a2b3c4d5e6f708.tmp")
+		if err := os.WriteFile(stranded, []byte("partial"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	f.reopen()
 	if _, err := os.Stat(orphan); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("orphan snapshot still there: %v", err)
 	}
-	if after := tree(t, f.dir); after != before {
+	if _, err := os.Stat(stranded); stranded != "" && !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("stranded upload still there: %v", err)
+	}
+	if after := f.state(t); after != before {
 		t.Fatalf("reopen changed the visible repository")
 	}
 	f.publish("m1", "1.1.0")
@@ -402,7 +472,11 @@ func TestReopenDropsLeftoversOfAnInterruptedPublish(t *testing.T) {
 }
 
 func TestHandlerServesRangesAndConditionalGets(t *testing.T) {
-	f := newFixture(t)
+	forEachStore(t, testHandlerServesRangesAndConditionalGets)
+}
+
+func testHandlerServesRangesAndConditionalGets(t *testing.T, store targetStore) {
+	f := newFixture(t, store)
 	res := f.publish("m1", "1.0.0")
 	url := f.srv.URL + "/targets/firmware/m1/" + res.SHA256 + ".m1-1.0.0.tar"
 	resp, err := f.srv.Client().Get(url)
@@ -453,31 +527,33 @@ func TestHandlerServesRangesAndConditionalGets(t *testing.T) {
 // FuzzPublishMetadata: whatever role metadata a publisher uploads, a publish
 // either succeeds or is rejected with the repository unchanged.
 func FuzzPublishMetadata(f *testing.F) {
-	fx := newFixture(f)
+	fx := newFixture(f, targetStore{})
 	good := fx.request("m1", "1.0.0", releaseMod{})
 	f.Add(good.Metadata, []byte("1"))
 	f.Add([]byte(`{"signed":{"_type":"targets","version":2},"signatures":[]}`), []byte("x"))
-	before := tree(f, fx.dir)
+	before := fx.state(f)
 	f.Fuzz(func(t *testing.T, md, body []byte) {
 		_, err := fx.repo.Publish(context.Background(), PublishRequest{Role: "publisher", Metadata: md, Signature: []byte("sig"), Bundle: bytes.NewReader(body)})
 		var rej *RejectedError
 		if !errors.As(err, &rej) {
 			t.Fatalf("Publish error = %v, want a RejectedError", err)
 		}
-		if tree(t, fx.dir) != before {
+		if fx.state(t) != before {
 			t.Fatal("a rejected publish changed the repository")
 		}
 	})
 }
 
-func TestScopedPublishAndPush(t *testing.T) {
-	f := newFixture(t)
+func TestScopedPublishAndPush(t *testing.T) { forEachStore(t, testScopedPublishAndPush) }
+
+func testScopedPublishAndPush(t *testing.T, store targetStore) {
+	f := newFixture(t, store)
 	f.publish("m1", "1.0.0")
 	f.publish("m2", "1.0.0")
 	ctx := context.Background()
 	req := f.request("m2", "2.0.0", releaseMod{})
 	req.Models = []string{"m1"}
-	before := tree(t, f.dir)
+	before := f.state(t)
 	_, err := f.repo.Publish(ctx, req)
 	var rej *RejectedError
 	if !errors.As(err, &rej) || rej.Check != "scope" {
@@ -504,7 +580,7 @@ func TestScopedPublishAndPush(t *testing.T) {
 	if !errors.As(err, &rej) || rej.Check != "scope" {
 		t.Fatalf("pushing root with a scoped token: %v", err)
 	}
-	if tree(t, f.dir) != before {
+	if f.state(t) != before {
 		t.Fatal("a refused scoped request changed the repository")
 	}
 	// In scope, it works.

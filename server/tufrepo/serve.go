@@ -14,7 +14,10 @@ import (
 // Handler serves the repository: GET /metadata/... and /targets/... relative
 // to where it is mounted (strip the mount prefix before it). Versioned files
 // are immutable and say so; timestamp.json may be cached only briefly.
-// http.ServeContent gives Range (206) and If-None-Match (304) handling.
+// http.ServeContent gives Range (206) and If-None-Match (304) handling to
+// metadata and to target files in the default targets/ folder; target files
+// in another bucket get the same from serveBucketTarget. A target file's
+// ETag is the SHA-256 its name carries.
 func (r *Repo) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if req.Method != http.MethodGet && req.Method != http.MethodHead {
@@ -37,18 +40,29 @@ func (r *Repo) Handler() http.Handler {
 			http.ServeContent(w, req, "", time.Time{}, bytes.NewReader(st.timestampJSON))
 			return
 		}
+		if top == targetsDir {
+			etag, ok := targetETag(rest)
+			if !ok {
+				http.NotFound(w, req)
+				return
+			}
+			if r.localTargets != "" {
+				r.serveLocalTarget(w, req, rest, etag)
+			} else {
+				r.serveBucketTarget(w, req, rest, etag)
+			}
+			return
+		}
 		// A root version newer than the installed state is not served yet:
 		// it may be mid-push, and a client must not see it before the
 		// targets metadata it vouches for.
-		if top == metadataDir {
-			if m := versionedRe.FindStringSubmatch(rest); m != nil && m[2] == "root" {
-				if v, _ := strconv.ParseInt(m[1], 10, 64); v > st.root.Signed.Version {
-					http.NotFound(w, req)
-					return
-				}
+		if m := versionedRe.FindStringSubmatch(rest); m != nil && m[2] == "root" {
+			if v, _ := strconv.ParseInt(m[1], 10, 64); v > st.root.Signed.Version {
+				http.NotFound(w, req)
+				return
 			}
 		}
-		name := filepath.Join(r.dir, top, filepath.FromSlash(rest))
+		name := filepath.Join(r.dir, metadataDir, filepath.FromSlash(rest))
 		f, err := os.Open(name)
 		if err != nil {
 			http.NotFound(w, req)
@@ -61,13 +75,9 @@ func (r *Repo) Handler() http.Handler {
 			return
 		}
 		h := w.Header()
-		h.Set("Cache-Control", "public, max-age=31536000, immutable")
-		if strings.HasSuffix(rest, ".json") {
-			h.Set("Content-Type", "application/json")
-		} else {
-			h.Set("Content-Type", "application/octet-stream")
-		}
-		// Every file served from disk is immutable once written.
+		h.Set("Cache-Control", immutableCache)
+		h.Set("Content-Type", contentType(rest))
+		// Every versioned metadata file is immutable once written.
 		h.Set("ETag", fmt.Sprintf(`"%x-%x"`, fi.Size(), fi.ModTime().UnixNano()))
 		http.ServeContent(w, req, "", fi.ModTime(), f)
 	})
