@@ -40,7 +40,8 @@ SERVER_PKG := ./server/cmd/dialtone
 AGENT_PKG  := ./agent/cmd/dialtone-agent
 
 LDFLAGS := -s -w
-# Static, reproducible binaries: no cgo (the SQLite driver is pure Go).
+# The agents are static, cgo-free binaries (the phone has no toolchain's libc
+# to match). bin/dialtone links libc: PKCS#11 modules are C libraries.
 GOBUILD := CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)"
 
 # gofmt from the toolchain in use, not whatever is first in PATH.
@@ -58,7 +59,7 @@ $(DEPSSTAMP): hack/install-deps.sh hack/interop/tufjs/package.json hack/interop/
 	@touch $@
 
 build:
-	$(GOBUILD) -o bin/dialtone $(SERVER_PKG)
+	CGO_ENABLED=1 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/dialtone $(SERVER_PKG)
 	$(GOBUILD) -o bin/dialtone-agent $(AGENT_PKG)
 	GOOS=linux GOARCH=arm GOARM=7 $(GOBUILD) -o bin/linux-arm/dialtone-agent $(AGENT_PKG)
 	GOOS=linux GOARCH=arm64 $(GOBUILD) -o bin/linux-arm64/dialtone-agent $(AGENT_PKG)

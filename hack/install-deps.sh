@@ -2,9 +2,11 @@
 # install-deps.sh installs what building, linting and testing Dialtone needs on
 # a Debian 12 machine that has Go at /usr/local/go:
 #   - Debian packages: the software TPM (swtpm, swtpm-tools), tpm2-tools,
-#     Mosquitto broker and clients, and gcc/libc6-dev/make for `go test -race`.
+#     Mosquitto broker and clients, gcc/libc6-dev/make for `go test -race` and
+#     for the cgo build of bin/dialtone (PKCS#11), SoftHSM2 and OpenSC's
+#     pkcs11-tool for the PKCS#11 key tests, and openssl for the key fixtures.
 #   - Go tools, pinned by version, into the repo-local .bin/ (GOBIN): staticcheck,
-#     and cosign for hack/interop.
+#     cosign for hack/interop, and local-kms (an AWS KMS emulator) for keys/.
 #   - Node.js and npm (Debian's when missing), and tuf-js for hack/interop with
 #     `npm ci` from its committed package-lock.json.
 #
@@ -24,6 +26,11 @@ STATICCHECK_MARKER="(0.8.2)"
 # v2.6.5 builds with go1.26.8 and GOTOOLCHAIN=local; hack/interop reads this line.
 COSIGN_VERSION="v2.6.5"
 
+# local-kms, an AWS KMS emulator (MIT licence), for the awskms:// tests in keys/.
+# The project tags no Go module releases, hence the pseudo-version; it builds
+# with go1.26 and GOTOOLCHAIN=local.
+LOCALKMS_VERSION="v0.0.0-20260228092603-2a5e92d09ab6"
+
 # tuf-js for hack/interop: package.json pins it, package-lock.json the rest.
 # tuf-js 3 runs on Node.js 18.17+ (Debian 12's nodejs is 18.20) and 20.5+.
 TUFJS_DIR="${ROOT}/hack/interop/tufjs"
@@ -34,6 +41,7 @@ APT_PACKAGES=(
 	swtpm swtpm-tools tpm2-tools
 	mosquitto mosquitto-clients
 	gcc libc6-dev make ca-certificates
+	softhsm2 opensc openssl
 )
 
 export GOTOOLCHAIN=local
@@ -140,6 +148,23 @@ install_cosign() {
 	cosign_ok || die "cosign installed but does not report ${COSIGN_VERSION}"
 }
 
+# localkms_ok: .bin/local-kms exists and was built from the pinned version.
+localkms_ok() {
+	[[ -x "${TOOLBIN}/local-kms" ]] || return 1
+	go version -m "${TOOLBIN}/local-kms" 2>/dev/null |
+		grep -qE "^[[:space:]]+mod[[:space:]]+github.com/nsmithuk/local-kms[[:space:]]+${LOCALKMS_VERSION}([[:space:]]|\$)"
+}
+
+install_localkms() {
+	if localkms_ok; then
+		return 0
+	fi
+	log "installing local-kms ${LOCALKMS_VERSION} into ${TOOLBIN}"
+	mkdir -p "${TOOLBIN}"
+	(cd / && GOBIN="${TOOLBIN}" GOFLAGS= go install "github.com/nsmithuk/local-kms@${LOCALKMS_VERSION}")
+	localkms_ok || die "local-kms installed but is not ${LOCALKMS_VERSION}"
+}
+
 # --- Node.js and tuf-js -------------------------------------------------------
 
 # node_ok: node and npm are on PATH and node can run tuf-js 3 (18.17+, 20.5+).
@@ -184,6 +209,7 @@ install_tufjs() {
 install_apt
 install_go_tool staticcheck "honnef.co/go/tools/cmd/staticcheck@${STATICCHECK_VERSION}" "${STATICCHECK_MARKER}"
 install_cosign
+install_localkms
 install_node
 install_tufjs
 log "ok: $(go env GOVERSION), staticcheck $("${TOOLBIN}/staticcheck" -version | awk '{print $2}'), cosign ${COSIGN_VERSION}, node $(node --version), tuf-js $(node -p "require('${TUFJS_DIR}/node_modules/tuf-js/package.json').version")"

@@ -1,17 +1,31 @@
 // Package keys owns key generation and loading by URI.
 //
-// A key URI is either a plain filesystem path or a file:// URI with an
-// absolute path. Other schemes (pkcs11:, awskms://, gcpkms://, ...) are
-// reserved for hardware and cloud keys and are rejected with
-// ErrUnsupportedURI until they are implemented, so that a typo never
+// A key URI is one of:
+//
+//   - a plain filesystem path or a file:// URI with an absolute path: a PEM
+//     private key, optionally passphrase-encrypted (the passphrase comes from
+//     the DIALTONE_KEY_PASSPHRASE environment variable, never a flag);
+//   - a pkcs11: URI (RFC 7512) naming an ECDSA P-256 key in a PKCS#11 token,
+//     such as pkcs11:token=dialtone;object=root?module-path=/usr/lib/softhsm/libsofthsm2.so
+//     (the PIN comes from pin-value, pin-source or DIALTONE_PKCS11_PIN). This
+//     needs a cgo build; without cgo such URIs fail with ErrUnsupportedURI;
+//   - a cloud KMS reference handled by sigstore's KMS providers: awskms://,
+//     gcpkms://, azurekms:// and hashivault://, configured and authenticated
+//     the way those providers document (AWS_*, GOOGLE_APPLICATION_CREDENTIALS,
+//     AZURE_*, VAULT_ADDR and VAULT_TOKEN environment variables).
+//
+// Any other scheme is rejected with ErrUnsupportedURI, so that a typo never
 // silently falls back to a file of the same name.
 //
-// Private keys are PEM-encoded PKCS#8 ("PRIVATE KEY"); SEC 1 ("EC PRIVATE
-// KEY") and PKCS#1 ("RSA PRIVATE KEY") files are accepted too because that is
-// what openssl writes by default. Public keys are PEM-encoded PKIX ("PUBLIC
-// KEY"), the format cosign reads with --key. ECDSA keys must be on P-256:
-// the publisher signature is defined as ECDSA P-256 over SHA-256, and a
-// key on another curve would pair with a different hash in cosign.
+// Private key files are PEM-encoded PKCS#8 ("PRIVATE KEY"); SEC 1 ("EC
+// PRIVATE KEY") and PKCS#1 ("RSA PRIVATE KEY") files are accepted too because
+// that is what openssl writes by default. Encrypted keys are PKCS#8
+// "ENCRYPTED PRIVATE KEY" (PBES2, as written by openssl genpkey -aes-256-cbc
+// or openssl pkcs8 -topk8 -v2 aes-256-cbc) or cosign's "ENCRYPTED SIGSTORE
+// PRIVATE KEY". Public keys are PEM-encoded PKIX ("PUBLIC KEY"), the format
+// cosign reads with --key. ECDSA keys must be on P-256: the publisher
+// signature is defined as ECDSA P-256 over SHA-256, and a key on another
+// curve would pair with a different hash in cosign.
 package keys
 
 import (
@@ -44,11 +58,22 @@ const minRSABits = 2048
 
 // Errors callers test with errors.Is.
 var (
-	// ErrUnsupportedURI reports a key URI whose scheme is not implemented.
+	// ErrUnsupportedURI reports a key URI whose scheme is not implemented
+	// (or, for pkcs11:, not compiled into this build).
 	ErrUnsupportedURI = errors.New("unsupported key uri")
 	// ErrUnsupportedKey reports a well-formed key of a type, curve or size
 	// that Dialtone does not sign or verify with.
 	ErrUnsupportedKey = errors.New("unsupported key type")
+	// ErrPassphraseRequired reports an encrypted key file loaded while
+	// DIALTONE_KEY_PASSPHRASE is unset or empty.
+	ErrPassphraseRequired = errors.New("passphrase required")
+	// ErrWrongPassphrase reports an encrypted key file that the passphrase
+	// does not decrypt.
+	ErrWrongPassphrase = errors.New("wrong passphrase")
+	// ErrWrongPIN reports a PKCS#11 login refused for an incorrect PIN.
+	ErrWrongPIN = errors.New("wrong PIN")
+	// ErrKeyNotFound reports a key URI that names no key in its token.
+	ErrKeyNotFound = errors.New("key not found")
 )
 
 // Generate writes a new ECDSA P-256 private key to path (PEM "PRIVATE KEY",
@@ -58,48 +83,82 @@ var (
 // the error wraps fs.ErrExist. Losing a signing key that is pinned in TUF
 // metadata means a key rotation, so clobbering one must never be a default.
 func Generate(path string) error {
+	_, err := generateFile(path, nil)
+	return err
+}
+
+// generateFile is Generate, and GenerateEncrypted when passphrase is not
+// empty. It returns the new public key.
+func generateFile(path string, passphrase []byte) (crypto.PublicKey, error) {
 	pubPath := path + ".pub"
 	for _, p := range []string{path, pubPath} {
 		if _, statErr := os.Lstat(p); statErr == nil {
-			return fmt.Errorf("generating key: %q: %w", p, fs.ErrExist)
+			return nil, fmt.Errorf("generating key: %q: %w", p, fs.ErrExist)
 		} else if !errors.Is(statErr, fs.ErrNotExist) {
-			return fmt.Errorf("generating key: %w", statErr)
+			return nil, fmt.Errorf("generating key: %w", statErr)
 		}
 	}
 
 	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return fmt.Errorf("generating key: %w", err)
+		return nil, fmt.Errorf("generating key: %w", err)
 	}
-	der, err := x509.MarshalPKCS8PrivateKey(priv)
-	if err != nil {
-		return fmt.Errorf("generating key: encoding private key: %w", err)
+	var privPEM []byte
+	if len(passphrase) == 0 {
+		der, err := x509.MarshalPKCS8PrivateKey(priv)
+		if err != nil {
+			return nil, fmt.Errorf("generating key: encoding private key: %w", err)
+		}
+		privPEM = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+	} else {
+		privPEM, err = encryptPKCS8PEM(priv, passphrase)
+		if err != nil {
+			return nil, fmt.Errorf("generating key: %w", err)
+		}
 	}
-	privPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
 	pubPEM, err := MarshalPublicPEM(priv.Public())
 	if err != nil {
-		return fmt.Errorf("generating key: %w", err)
+		return nil, fmt.Errorf("generating key: %w", err)
 	}
 
 	if err := writeNewFile(path, privPEM, 0o600); err != nil {
-		return fmt.Errorf("generating key: %w", err)
+		return nil, fmt.Errorf("generating key: %w", err)
 	}
 	if err := writeNewFile(pubPath, pubPEM, 0o644); err != nil {
 		// A private key without its public half is only half a result,
 		// and we created it a moment ago, so nobody depends on it yet.
 		_ = os.Remove(path)
-		return fmt.Errorf("generating key: %w", err)
+		return nil, fmt.Errorf("generating key: %w", err)
 	}
-	return nil
+	return priv.Public(), nil
 }
 
-// LoadSigner loads a private key by URI ("file:///abs/path" or a plain path)
-// and returns a SignerVerifier that hashes with SHA-256. ECDSA P-256, Ed25519
-// and RSA (2048 bits or more) keys are supported; passphrase-encrypted keys
-// are not. ctx is unused for files and is there for KMS and PKCS#11 keys.
+// LoadSigner loads a private key by URI and returns a SignerVerifier that
+// hashes with SHA-256 (see the package documentation for the URI forms).
+// ECDSA P-256, Ed25519 and RSA (2048 bits or more) keys are supported in
+// files and KMS; PKCS#11 keys must be ECDSA P-256. An encrypted key file is
+// decrypted with the passphrase in DIALTONE_KEY_PASSPHRASE.
+//
+// A PKCS#11 SignerVerifier holds a session with the token; it also
+// implements io.Closer, which callers that load keys repeatedly should call
+// once done. ctx bounds KMS calls made while loading.
 func LoadSigner(ctx context.Context, uri string) (signature.SignerVerifier, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("loading key %q: %w", uri, err)
+		return nil, fmt.Errorf("loading key %q: %w", RedactURI(uri), err)
+	}
+	switch kind, scheme := classifyURI(uri); kind {
+	case uriPKCS11:
+		sv, err := loadPKCS11Signer(ctx, uri)
+		if err != nil {
+			return nil, fmt.Errorf("loading key %q: %w", RedactURI(uri), err)
+		}
+		return sv, nil
+	case uriKMS:
+		sv, err := loadKMSSigner(ctx, scheme, uri)
+		if err != nil {
+			return nil, fmt.Errorf("loading key %q: %w", uri, err)
+		}
+		return sv, nil
 	}
 	path, err := pathFromURI(uri)
 	if err != nil {
@@ -109,7 +168,7 @@ func LoadSigner(ctx context.Context, uri string) (signature.SignerVerifier, erro
 	if err != nil {
 		return nil, fmt.Errorf("loading key %q: %w", uri, err)
 	}
-	priv, err := parsePrivatePEM(b)
+	priv, err := parsePrivatePEM(b, passphraseFromEnv)
 	if err != nil {
 		return nil, fmt.Errorf("loading key %q: %w", uri, err)
 	}
@@ -121,7 +180,13 @@ func LoadSigner(ctx context.Context, uri string) (signature.SignerVerifier, erro
 }
 
 // LoadPublic reads a PEM public key file (PKIX) by path or file:// URI.
+// A pkcs11: or KMS key's public half comes from LoadSigner's PublicKey
+// method instead: this function reads files only.
 func LoadPublic(uri string) (crypto.PublicKey, error) {
+	if kind, scheme := classifyURI(uri); kind != uriFile {
+		return nil, fmt.Errorf("loading public key %q: %w: scheme %q: LoadPublic reads files; "+
+			"use the PublicKey method of the key LoadSigner returns", RedactURI(uri), ErrUnsupportedURI, scheme)
+	}
 	path, err := pathFromURI(uri)
 	if err != nil {
 		return nil, fmt.Errorf("loading public key %q: %w", uri, err)
@@ -174,14 +239,20 @@ func MarshalPublicPEM(pub crypto.PublicKey) ([]byte, error) {
 	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), nil
 }
 
-func parsePrivatePEM(b []byte) (crypto.Signer, error) {
+// passFunc supplies the passphrase of an encrypted key, or an error that
+// says how to supply one. It is called only for encrypted keys.
+type passFunc func() ([]byte, error)
+
+func parsePrivatePEM(b []byte, pass passFunc) (crypto.Signer, error) {
 	block, err := decodeSinglePEM(b)
 	if err != nil {
 		return nil, err
 	}
 	if len(block.Headers) > 0 {
-		// RFC 1421 Proc-Type/DEK-Info headers mean legacy openssl encryption.
-		return nil, fmt.Errorf("%w: passphrase-encrypted PEM keys are not supported", ErrUnsupportedKey)
+		// RFC 1421 Proc-Type/DEK-Info headers mean legacy openssl encryption,
+		// whose MD5-based key derivation Go deprecated as insecure.
+		return nil, fmt.Errorf("%w: legacy passphrase-encrypted PEM (Proc-Type/DEK-Info headers) is not supported; "+
+			"convert it with: openssl pkcs8 -topk8 -v2 aes-256-cbc -in OLD -out NEW", ErrUnsupportedKey)
 	}
 	var key any
 	switch block.Type {
@@ -191,8 +262,11 @@ func parsePrivatePEM(b []byte) (crypto.Signer, error) {
 		key, err = x509.ParseECPrivateKey(block.Bytes)
 	case "RSA PRIVATE KEY":
 		key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
-	case "ENCRYPTED PRIVATE KEY", "ENCRYPTED COSIGN PRIVATE KEY", "ENCRYPTED SIGSTORE PRIVATE KEY":
-		return nil, fmt.Errorf("%w: passphrase-encrypted key (PEM type %q) is not supported", ErrUnsupportedKey, block.Type)
+	case pemEncryptedPKCS8, pemEncryptedSigstore, pemEncryptedCosign:
+		key, err = decryptPrivateKey(block, pass)
+		if err != nil {
+			return nil, err
+		}
 	case "PUBLIC KEY":
 		return nil, fmt.Errorf("%w: this is a public key; a private key is needed to sign", ErrUnsupportedKey)
 	default:

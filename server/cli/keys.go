@@ -2,8 +2,10 @@ package cli
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/dialtone-dev/dialtone/keys"
+	"github.com/dialtone-dev/dialtone/server/tufstage"
 	"github.com/spf13/cobra"
 )
 
@@ -12,7 +14,7 @@ type keysGenerateOptions struct {
 }
 
 func (o *keysGenerateOptions) AddFlags(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&o.Out, "out", "", "path of the new private key; the public key goes to PATH.pub")
+	cmd.Flags().StringVar(&o.Out, "out", "", "new key: a file path (public half to PATH.pub; encrypted when DIALTONE_KEY_PASSPHRASE is set) or a pkcs11: URI (the key never leaves the token)")
 	_ = cmd.MarkFlagRequired("out")
 }
 
@@ -21,13 +23,26 @@ func keysCmd(g *globalOptions) *cobra.Command {
 	o := &keysGenerateOptions{}
 	gen := &cobra.Command{
 		Use:   "generate",
-		Short: "Generate an ECDSA P-256 key pair (PEM)",
+		Short: "Generate an ECDSA P-256 key pair in a file or a PKCS#11 token",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := keys.Generate(o.Out); err != nil {
+			pub, err := keys.GenerateURI(cmd.Context(), o.Out)
+			if err != nil {
 				return err
 			}
-			fmt.Fprintf(g.stdout, "wrote %s and %s.pub\n", o.Out, o.Out)
+			id, err := tufstage.KeyID(pub)
+			if err != nil {
+				return err
+			}
+			if strings.HasPrefix(o.Out, "pkcs11:") {
+				pem, err := keys.MarshalPublicPEM(pub)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(g.stdout, "generated %s (TUF key id %s); public key:\n%s", keys.RedactURI(o.Out), id, pem)
+				return nil
+			}
+			fmt.Fprintf(g.stdout, "wrote %s and %s.pub (TUF key id %s)\n", o.Out, o.Out, id)
 			return nil
 		},
 	}
