@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -153,15 +154,25 @@ func firmwareVerifyCmd(g *globalOptions) *cobra.Command {
 				return err
 			}
 			defer f.Close()
-			if err := firmware.VerifySignature(pub, f, sig); err != nil {
+			// One pass: the bundle's SHA-256, which the signature covers, is
+			// computed while its structure and payload digests are checked.
+			h := sha256.New()
+			man, verr := firmware.Verify(cmd.Context(), io.TeeReader(f, h), firmware.DefaultLimits())
+			if verr == nil {
+				if _, err := io.Copy(h, f); err != nil {
+					return err
+				}
+			} else if _, err := f.Seek(0, io.SeekStart); err == nil {
+				h.Reset()
+				if _, err := io.Copy(h, f); err != nil {
+					return err
+				}
+			}
+			if err := firmware.VerifySignatureDigest(pub, h.Sum(nil), sig); err != nil {
 				return &ExitCodeError{Code: ExitRejected, Err: err}
 			}
-			if _, err := f.Seek(0, io.SeekStart); err != nil {
-				return err
-			}
-			man, err := firmware.Verify(cmd.Context(), f, firmware.DefaultLimits())
-			if err != nil {
-				return &ExitCodeError{Code: ExitRejected, Err: err}
+			if verr != nil {
+				return &ExitCodeError{Code: ExitRejected, Err: verr}
 			}
 			rows := [][]string{}
 			for _, p := range man.Payloads {

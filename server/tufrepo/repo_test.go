@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -587,5 +588,42 @@ func testScopedPublishAndPush(t *testing.T, store targetStore) {
 	_, err = f.repo.Push(ctx, PushRequest{Files: map[string][]byte{"publisher": mb}, Reason: "x", Models: []string{"m2"}})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestTimestampConditionalGet(t *testing.T) {
+	f := newFixture(t, targetStore{})
+	get := func(method, inm string) (int, string, int) {
+		req, _ := http.NewRequest(method, f.srv.URL+"/metadata/timestamp.json", nil)
+		if inm != "" {
+			req.Header.Set("If-None-Match", inm)
+		}
+		resp, err := f.srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header.Get("ETag"), len(b)
+	}
+	code, etag, n := get("GET", "")
+	if code != 200 || etag == "" || n == 0 {
+		t.Fatalf("GET: %d %q %d bytes", code, etag, n)
+	}
+	for _, inm := range []string{etag, "W/" + etag, `"other", ` + etag, "*"} {
+		if code, _, n := get("GET", inm); code != 304 || n != 0 {
+			t.Errorf("If-None-Match %s: %d with %d bytes, want 304", inm, code, n)
+		}
+	}
+	if code, _, _ := get("GET", `"ts-0"`); code != 200 {
+		t.Errorf("stale ETag: %d, want 200", code)
+	}
+	if code, _, n := get("HEAD", ""); code != 200 || n != 0 {
+		t.Errorf("HEAD: %d with %d bytes", code, n)
+	}
+	// After a publish the ETag changes.
+	f.publish("m1", "1.0.0")
+	if code, etag2, _ := get("GET", etag); code != 200 || etag2 == etag {
+		t.Errorf("after a publish: %d, ETag %s (was %s)", code, etag2, etag)
 	}
 }

@@ -36,8 +36,23 @@ func (r *Repo) Handler() http.Handler {
 			h := w.Header()
 			h.Set("Cache-Control", "public, max-age=10")
 			h.Set("Content-Type", "application/json")
-			h.Set("ETag", fmt.Sprintf(`"ts-%d"`, st.timestamp.Signed.Version))
-			http.ServeContent(w, req, "", time.Time{}, bytes.NewReader(st.timestampJSON))
+			etag := fmt.Sprintf(`"ts-%d"`, st.timestamp.Signed.Version)
+			h.Set("ETag", etag)
+			if req.Header.Get("Range") != "" {
+				http.ServeContent(w, req, "", time.Time{}, bytes.NewReader(st.timestampJSON))
+				return
+			}
+			// The hot path of every phone's update check: answer it with
+			// one write (ServeContent sends headers and body separately).
+			if inm := req.Header.Get("If-None-Match"); inm != "" && etagMatch(inm, etag) {
+				w.WriteHeader(http.StatusNotModified)
+				return
+			}
+			h.Set("Content-Length", strconv.Itoa(len(st.timestampJSON)))
+			w.WriteHeader(http.StatusOK)
+			if req.Method != http.MethodHead {
+				_, _ = w.Write(st.timestampJSON)
+			}
 			return
 		}
 		if top == targetsDir {
@@ -81,4 +96,15 @@ func (r *Repo) Handler() http.Handler {
 		h.Set("ETag", fmt.Sprintf(`"%x-%x"`, fi.Size(), fi.ModTime().UnixNano()))
 		http.ServeContent(w, req, "", fi.ModTime(), f)
 	})
+}
+
+// etagMatch implements If-None-Match's weak comparison against one ETag.
+func etagMatch(header, etag string) bool {
+	for _, c := range strings.Split(header, ",") {
+		c = strings.TrimSpace(c)
+		if c == "*" || strings.TrimPrefix(c, "W/") == etag {
+			return true
+		}
+	}
+	return false
 }
