@@ -1,6 +1,7 @@
 package tufrepo
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"crypto"
@@ -136,16 +137,23 @@ type releaseMod struct {
 	body      func([]byte) []byte
 	version   int64  // metadata version override (0: keep)
 	bundle    string // a bundle already built for model and version
+	// raw, when set, are the bundle's bytes as they are (possibly invalid),
+	// and manifest what the publisher's metadata claims for them.
+	raw      []byte
+	manifest firmware.Manifest
 }
 
 func (f *fixture) request(model, version string, mod releaseMod) PublishRequest {
 	f.t.Helper()
 	bpath := mod.bundle
-	if bpath == "" {
+	if bpath == "" && mod.raw == nil {
 		bpath = f.bundle(model, version)
 	}
-	data, err := os.ReadFile(bpath)
-	if err != nil {
+	var data []byte
+	var err error
+	if mod.raw != nil {
+		data = mod.raw
+	} else if data, err = os.ReadFile(bpath); err != nil {
 		f.t.Fatal(err)
 	}
 	if mod.bundleKey == nil {
@@ -158,9 +166,11 @@ func (f *fixture) request(model, version string, mod releaseMod) PublishRequest 
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	man, err := firmware.Verify(context.Background(), bytes.NewReader(data), firmware.DefaultLimits())
-	if err != nil {
-		f.t.Fatal(err)
+	man := mod.manifest
+	if mod.raw == nil {
+		if man, err = firmware.Verify(context.Background(), bytes.NewReader(data), firmware.DefaultLimits()); err != nil {
+			f.t.Fatal(err)
+		}
 	}
 	target := "firmware/" + model + "/" + model + "-" + version + ".tar"
 	if mod.path != "" {
@@ -352,6 +362,18 @@ func testPublishRejectsBadInputAndChangesNothing(t *testing.T, store targetStore
 			r.Role = "intruder"
 			return r
 		}, "role"},
+		{"malformed manifest, correctly signed", func() PublishRequest {
+			return f.request("m1", "1.1.0", releaseMod{raw: rawBundle(t, []byte(`{"schema":1,"model":`), "rootfs.img", []byte("x")), manifest: claim("m1", "1.1.0")})
+		}, "bundle"},
+		{"oversized manifest, correctly signed", func() PublishRequest {
+			big := []byte(`{"schema":1,"model":"m1","version":"1.1.0","hardware":["r1"],"payloads":[],"pad":"` + strings.Repeat("p", 100<<10) + `"}`)
+			return f.request("m1", "1.1.0", releaseMod{raw: rawBundle(t, big, "rootfs.img", []byte("x")), manifest: claim("m1", "1.1.0")})
+		}, "bundle"},
+		{"payload digest differs from the manifest", func() PublishRequest {
+			sum := sha256.Sum256([]byte("A"))
+			man := fmt.Sprintf(`{"schema":1,"model":"m1","version":"1.1.0","hardware":["r1"],"payloads":[{"name":"rootfs.img","size":1,"sha256":"%x"}],"created":"2026-01-01T00:00:00Z"}`, sum)
+			return f.request("m1", "1.1.0", releaseMod{raw: rawBundle(t, []byte(man), "rootfs.img", []byte("B")), manifest: claim("m1", "1.1.0")})
+		}, "bundle"},
 		{"garbage metadata", func() PublishRequest {
 			r := f.request("m1", "1.1.0", releaseMod{})
 			r.Metadata = []byte(`{"signed": 1}`)
@@ -625,5 +647,54 @@ func TestTimestampConditionalGet(t *testing.T) {
 	f.publish("m1", "1.0.0")
 	if code, etag2, _ := get("GET", etag); code != 200 || etag2 == etag {
 		t.Errorf("after a publish: %d, ETag %s (was %s)", code, etag2, etag)
+	}
+}
+
+// rawBundle writes a tar stream of manifest.json and one payload, whatever
+// they hold.
+func rawBundle(t testing.TB, manifest []byte, name string, payload []byte) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, e := range []struct {
+		name string
+		data []byte
+	}{{"manifest.json", manifest}, {name, payload}} {
+		if err := tw.WriteHeader(&tar.Header{Name: e.name, Mode: 0o644, Size: int64(len(e.data)), Typeflag: tar.TypeReg}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write(e.data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// claim is what a publisher's metadata says of a bundle.
+func claim(model, version string) firmware.Manifest {
+	return firmware.Manifest{Schema: firmware.ManifestSchema, Model: model, Version: version, Hardware: []string{"r1"}}
+}
+
+// TestExpiredOnlineMetadataResignedOnStart: a server that was down past the
+// timestamp's and snapshot's expiry re-signs both when it starts, and a
+// fresh client trusts the repository again.
+func TestExpiredOnlineMetadataResignedOnStart(t *testing.T) {
+	f := newFixture(t, targetStore{})
+	f.publish("m1", "1.0.0")
+	_, _, snap0, ts0 := f.repo.Versions()
+	f.clockMu.Lock()
+	f.clock = f.clock.Add(8 * 24 * time.Hour) // both 1-day timestamp and 7-day snapshot expired
+	f.clockMu.Unlock()
+	f.reopen()
+	_, _, snap1, ts1 := f.repo.Versions()
+	if snap1 != snap0+1 || ts1 != ts0+1 {
+		t.Fatalf("after the restart snapshot/timestamp = v%d/v%d, want v%d/v%d", snap1, ts1, snap0+1, ts0+1)
+	}
+	u := f.client(f.now())
+	if _, err := u.GetTargetInfo("firmware/m1/m1-1.0.0.tar"); err != nil {
+		t.Fatal(err)
 	}
 }
