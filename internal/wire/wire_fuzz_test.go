@@ -93,3 +93,32 @@ func FuzzDecodeState(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDecodeCommand: what arrives on a phone's cmd topic is decoded only
+// into a known command, or refused with ErrInvalid.
+func FuzzDecodeCommand(f *testing.F) {
+	for _, s := range []string{
+		`{"schema":1,"id":"c1","name":"check","time":"2026-01-01T00:00:00Z"}`,
+		`{"schema":1,"name":"reboot"}`,
+		`{"schema":2,"name":"check"}`,
+		`{"schema":1,"name":"rm -rf /"}`,
+		`{"schema":1,"name":"check","extra":1}`,
+		``,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := wire.DecodeCommand(b)
+		if err != nil {
+			if !errors.Is(err, wire.ErrInvalid) {
+				t.Fatalf("error %v does not wrap ErrInvalid", err)
+			}
+			return
+		}
+		switch c.Name {
+		case "check", "attest", "reboot":
+		default:
+			t.Fatalf("accepted unknown command %q", c.Name)
+		}
+	})
+}
