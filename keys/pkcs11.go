@@ -381,20 +381,30 @@ func curveName(params []byte) string {
 	return "curve " + oid.String()
 }
 
-// loadPKCS11Signer opens the private key a pkcs11: URI names.
-func loadPKCS11Signer(ctx context.Context, uri string) (signature.SignerVerifier, error) {
+// openToken parses a pkcs11: URI, loads its module and finds the one token
+// it names.
+func openToken(ctx context.Context, uri string) (*pkcs11URI, *p11Module, uint, pkcs11.TokenInfo, error) {
 	u, err := parseKeyRef(uri)
 	if err != nil {
-		return nil, err
+		return nil, nil, 0, pkcs11.TokenInfo{}, err
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return nil, nil, 0, pkcs11.TokenInfo{}, err
 	}
 	m, err := openP11Module(u.ModulePath)
 	if err != nil {
-		return nil, err
+		return nil, nil, 0, pkcs11.TokenInfo{}, err
 	}
 	slot, ti, err := m.findSlot(u)
+	if err != nil {
+		return nil, nil, 0, pkcs11.TokenInfo{}, err
+	}
+	return u, m, slot, ti, nil
+}
+
+// loadPKCS11Signer opens the private key a pkcs11: URI names.
+func loadPKCS11Signer(ctx context.Context, uri string) (signature.SignerVerifier, error) {
+	u, m, slot, ti, err := openToken(ctx, uri)
 	if err != nil {
 		return nil, err
 	}
@@ -566,18 +576,7 @@ func (s *pkcs11Signer) VerifySignature(sig, message io.Reader, opts ...signature
 // names, labelled with its object and id (a random 16-byte id when the URI
 // has none). It refuses when an object with that label or id exists.
 func generatePKCS11(ctx context.Context, uri string) (crypto.PublicKey, error) {
-	u, err := parseKeyRef(uri)
-	if err != nil {
-		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	m, err := openP11Module(u.ModulePath)
-	if err != nil {
-		return nil, err
-	}
-	slot, ti, err := m.findSlot(u)
+	u, m, slot, ti, err := openToken(ctx, uri)
 	if err != nil {
 		return nil, err
 	}

@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dialtone-dev/dialtone/internal/testutil"
 )
 
 // Binaries are the built dialtone and dialtone-agent.
@@ -159,25 +161,6 @@ func (s *Server) ClientEnv() []string {
 // Stop stops the server (SIGTERM, then SIGKILL after 10 s); safe to repeat.
 func (s *Server) Stop() { s.stop() }
 
-// syncBuffer collects a process's output; exec copies both streams into
-// it from its own goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *syncBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *syncBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // StartServer starts a dev server with a fresh data directory.
 func StartServer(t testing.TB, bins Binaries) *Server {
 	t.Helper()
@@ -199,7 +182,7 @@ func (s *Server) Restart(t testing.TB) *Server {
 func StartServerIn(t testing.TB, bins Binaries, dataDir string) *Server {
 	t.Helper()
 	s := &Server{Bins: bins, DataDir: dataDir}
-	lb := &syncBuffer{}
+	lb := &testutil.SyncBuffer{}
 	cmd := exec.Command(bins.Server, "server", "--dev", "--data-dir", s.DataDir, "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0")
 	cmd.Env = append(os.Environ(), "DIALTONE_CONFIG=/dev/null")
 	cmd.Stdout, cmd.Stderr = lb, lb

@@ -33,7 +33,7 @@ type Mosquitto struct {
 	bin  string
 	dir  string
 	conf string
-	logs syncBuffer
+	logs SyncBuffer
 
 	mu   sync.Mutex
 	proc *mosquittoProc // nil while stopped
@@ -193,20 +193,20 @@ func (m *Mosquitto) signal(sig os.Signal) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of a child
+// SyncBuffer is a bytes.Buffer safe for the concurrent writes of a child
 // process's stdout and stderr copiers.
-type syncBuffer struct {
+type SyncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
+func (s *SyncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
 }
 
-func (s *syncBuffer) String() string {
+func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()

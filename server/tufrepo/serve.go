@@ -77,25 +77,32 @@ func (r *Repo) Handler() http.Handler {
 				return
 			}
 		}
-		name := filepath.Join(r.dir, metadataDir, filepath.FromSlash(rest))
-		f, err := os.Open(name)
-		if err != nil {
-			http.NotFound(w, req)
-			return
-		}
-		defer f.Close()
-		fi, err := f.Stat()
-		if err != nil || !fi.Mode().IsRegular() {
-			http.NotFound(w, req)
-			return
-		}
-		h := w.Header()
-		h.Set("Cache-Control", immutableCache)
-		h.Set("Content-Type", contentType(rest))
 		// Every versioned metadata file is immutable once written.
-		h.Set("ETag", fmt.Sprintf(`"%x-%x"`, fi.Size(), fi.ModTime().UnixNano()))
-		http.ServeContent(w, req, "", fi.ModTime(), f)
+		serveFile(w, req, filepath.Join(r.dir, metadataDir, filepath.FromSlash(rest)), contentType(rest), func(fi os.FileInfo) string {
+			return fmt.Sprintf(`"%x-%x"`, fi.Size(), fi.ModTime().UnixNano())
+		})
 	})
+}
+
+// serveFile serves an immutable file from disk through http.ServeContent
+// (Range, conditional requests, sendfile).
+func serveFile(w http.ResponseWriter, req *http.Request, name, ctype string, etag func(os.FileInfo) string) {
+	f, err := os.Open(name)
+	if err != nil {
+		http.NotFound(w, req)
+		return
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
+		http.NotFound(w, req)
+		return
+	}
+	h := w.Header()
+	h.Set("Cache-Control", immutableCache)
+	h.Set("Content-Type", ctype)
+	h.Set("ETag", etag(fi))
+	http.ServeContent(w, req, "", fi.ModTime(), f)
 }
 
 // etagMatch implements If-None-Match's weak comparison against one ETag.

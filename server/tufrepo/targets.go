@@ -231,22 +231,7 @@ func targetETag(rel string) (string, bool) {
 // serveLocalTarget is the fast path of the default bucket: the file itself,
 // through http.ServeContent (and sendfile).
 func (r *Repo) serveLocalTarget(w http.ResponseWriter, req *http.Request, rel, etag string) {
-	f, err := os.Open(filepath.Join(r.localTargets, filepath.FromSlash(rel)))
-	if err != nil {
-		http.NotFound(w, req)
-		return
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil || !fi.Mode().IsRegular() {
-		http.NotFound(w, req)
-		return
-	}
-	h := w.Header()
-	h.Set("Cache-Control", immutableCache)
-	h.Set("Content-Type", contentType(rel))
-	h.Set("ETag", etag)
-	http.ServeContent(w, req, "", fi.ModTime(), f)
+	serveFile(w, req, filepath.Join(r.localTargets, filepath.FromSlash(rel)), contentType(rel), func(os.FileInfo) string { return etag })
 }
 
 func contentType(rel string) string {
