@@ -58,7 +58,7 @@ const minRSABits = 2048
 
 // Errors callers test with errors.Is.
 var (
-	// ErrUnsupportedURI reports a key URI whose scheme is not implemented
+	// ErrUnsupportedURI reports a key URI whose scheme keys does not know
 	// (or, for pkcs11:, not compiled into this build).
 	ErrUnsupportedURI = errors.New("unsupported key uri")
 	// ErrUnsupportedKey reports a well-formed key of a type, curve or size
