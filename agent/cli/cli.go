@@ -68,7 +68,10 @@ type runOptions struct {
 	Slot     string
 	Once     bool
 	Interval time.Duration
-	LogLevel string
+	// Download
+	IdleTimeout time.Duration
+	Attempts    int
+	LogLevel    string
 }
 
 func (o *runOptions) AddFlags(cmd *cobra.Command) {
@@ -86,6 +89,8 @@ func (o *runOptions) AddFlags(cmd *cobra.Command) {
 	f.StringVar(&o.Slot, "slot", "dir", "slot backend: dir")
 	f.BoolVar(&o.Once, "once", false, "run one check-install-report cycle and exit with a status that says what happened (0 installed, 10 no update, 20 refused, 21 rolled back, 1 error)")
 	f.DurationVar(&o.Interval, "interval", time.Hour, "time between update checks (jittered ±10%)")
+	f.DurationVar(&o.IdleTimeout, "download-idle-timeout", time.Minute, "give up a download attempt after this long without data")
+	f.IntVar(&o.Attempts, "download-attempts", 3, "download attempts per check, each resuming the last")
 	f.StringVar(&o.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 }
 
@@ -107,6 +112,9 @@ func (o *runOptions) Validate() error {
 	}
 	if o.Interval < time.Second {
 		return errors.New("--interval must be at least 1s")
+	}
+	if o.Attempts < 1 || o.IdleTimeout < time.Second {
+		return errors.New("--download-attempts must be at least 1 and --download-idle-timeout at least 1s")
 	}
 	return nil
 }
@@ -307,6 +315,7 @@ func Run(ctx context.Context, o *runOptions, log *slog.Logger) error {
 	ag, err := update.New(update.Config{
 		Server: o.Server, StateDir: o.StateDir, Tenant: o.Tenant, Device: id, Model: o.Model,
 		Hardware: o.Hardware, Channel: o.Channel, Logger: log.With("component", "update"),
+		DownloadIdleTimeout: o.IdleTimeout, DownloadAttempts: o.Attempts,
 		Health: func(ctx context.Context) error {
 			// The broker must have taken every event so far.
 			hctx, cancel := context.WithTimeout(ctx, 30*time.Second)

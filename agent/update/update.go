@@ -18,6 +18,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/dialtone-dev/dialtone/agent/slot"
@@ -85,10 +87,19 @@ type Config struct {
 	Channel  string // default "stable"
 	// Health runs the checks that must pass on a trial boot beyond fresh
 	// TUF metadata (broker reached, …). Nil means none.
-	Health     func(ctx context.Context) error
-	HTTPClient *http.Client
-	Logger     *slog.Logger
-	Now        func() time.Time
+	Health func(ctx context.Context) error
+	// DownloadIdleTimeout ends a download that has received nothing for
+	// this long (a server trickling bytes); default 60 s.
+	DownloadIdleTimeout time.Duration
+	// DownloadAttempts bounds the tries of one download within a check;
+	// each resumes where the last stopped. Default 3.
+	DownloadAttempts int
+	// RetryBackoff is the pause before the second attempt, doubled after
+	// each; default 2 s.
+	RetryBackoff time.Duration
+	HTTPClient   *http.Client
+	Logger       *slog.Logger
+	Now          func() time.Time
 }
 
 // Agent runs the update flow for one device.
@@ -120,6 +131,15 @@ func New(cfg Config, slots Slots, rep Reporter) (*Agent, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.DownloadIdleTimeout <= 0 {
+		cfg.DownloadIdleTimeout = 60 * time.Second
+	}
+	if cfg.DownloadAttempts <= 0 {
+		cfg.DownloadAttempts = 3
+	}
+	if cfg.RetryBackoff <= 0 {
+		cfg.RetryBackoff = 2 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -305,7 +325,7 @@ func (a *Agent) install(ctx context.Context, t *trust, c candidate) (*installed,
 	if len(keys) == 0 {
 		return nil, &RefusedError{Reason: "no publisher key pinned for role " + c.role}
 	}
-	file, err := a.download(ctx, c, shaHex)
+	file, err := a.downloadWithRetries(ctx, c, shaHex)
 	if err != nil {
 		return nil, err
 	}
@@ -374,6 +394,58 @@ func (a *Agent) extract(ctx context.Context, file string, in slot.Installer) (fi
 	return man, nil
 }
 
+// ErrNoSpace means the disk cannot hold the download and its extraction.
+var ErrNoSpace = errors.New("not enough free disk space")
+
+// downloadWithRetries makes a bounded number of attempts, each resuming
+// where the last one stopped, with a growing pause between them; then it
+// gives up with a clear error and the check loop carries on. Security
+// refusals and a full disk are not retried.
+func (a *Agent) downloadWithRetries(ctx context.Context, c candidate, shaHex string) (string, error) {
+	backoff := a.cfg.RetryBackoff
+	var last error
+	for attempt := 1; attempt <= a.cfg.DownloadAttempts; attempt++ {
+		file, err := a.download(ctx, c, shaHex)
+		if err == nil {
+			return file, nil
+		}
+		var ref *RefusedError
+		if errors.As(err, &ref) || errors.Is(err, ErrNoSpace) || ctx.Err() != nil {
+			return "", err
+		}
+		last = err
+		a.log.Warn("download attempt failed", "attempt", attempt, "of", a.cfg.DownloadAttempts, "err", err)
+		a.event(ctx, wire.EventDownload, c.custom.Version, "attempt failed: "+err.Error(),
+			map[string]string{"attempt": strconv.Itoa(attempt)})
+		if attempt == a.cfg.DownloadAttempts {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff *= 2
+	}
+	return "", fmt.Errorf("download of %s failed after %d attempts (the partial file is kept for the next check): %w", c.path, a.cfg.DownloadAttempts, last)
+}
+
+// idleReader cancels its request when no byte has arrived for a while, so
+// that a server trickling data (slow retrieval) cannot hold the phone.
+type idleReader struct {
+	r     io.Reader
+	timer *time.Timer
+	idle  time.Duration
+}
+
+func (i *idleReader) Read(p []byte) (int, error) {
+	n, err := i.r.Read(p)
+	if n > 0 {
+		i.timer.Reset(i.idle)
+	}
+	return n, err
+}
+
 // download fetches the target into the download folder with HTTP Range
 // resume, hashing as it writes; it never reads more than the TUF length.
 func (a *Agent) download(ctx context.Context, c candidate, shaHex string) (string, error) {
@@ -403,9 +475,18 @@ func (a *Agent) download(ctx context.Context, c candidate, shaHex string) (strin
 		}
 	}
 	if have < c.info.Length {
+		// The download and the extracted payloads both need room.
+		if free, err := freeBytes(dir); err == nil && free < uint64(c.info.Length-have)+uint64(c.info.Length) {
+			return "", fmt.Errorf("%w: %d bytes free in %s, %d needed for %s", ErrNoSpace, free, dir, (c.info.Length-have)+c.info.Length, c.path)
+		}
+		dctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		var stalled atomic.Bool
+		timer := time.AfterFunc(a.cfg.DownloadIdleTimeout, func() { stalled.Store(true); cancel() })
+		defer timer.Stop()
 		dirName, base := filepath.Split(c.path)
 		u := a.cfg.Server + "/tuf/targets/" + dirName + shaHex + "." + base
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		req, err := http.NewRequestWithContext(dctx, http.MethodGet, u, nil)
 		if err != nil {
 			return "", err
 		}
@@ -414,6 +495,9 @@ func (a *Agent) download(ctx context.Context, c candidate, shaHex string) (strin
 		}
 		resp, err := a.http.Do(req)
 		if err != nil {
+			if stalled.Load() && ctx.Err() == nil {
+				err = fmt.Errorf("no answer for %s: %w", a.cfg.DownloadIdleTimeout, err)
+			}
 			return "", fmt.Errorf("downloading %s: %w", c.path, err)
 		}
 		defer resp.Body.Close()
@@ -436,7 +520,11 @@ func (a *Agent) download(ctx context.Context, c candidate, shaHex string) (strin
 		}
 		a.log.Info("downloading", "target", c.path, "from", have, "length", c.info.Length)
 		remaining := c.info.Length - have
-		n, err := io.CopyBuffer(io.MultiWriter(f, h), io.LimitReader(resp.Body, remaining+1), make([]byte, 1<<20))
+		body := &idleReader{r: resp.Body, timer: timer, idle: a.cfg.DownloadIdleTimeout}
+		n, err := io.CopyBuffer(io.MultiWriter(f, h), io.LimitReader(body, remaining+1), make([]byte, 1<<20))
+		if err != nil && stalled.Load() && ctx.Err() == nil {
+			err = fmt.Errorf("no data for %s: %w", a.cfg.DownloadIdleTimeout, err)
+		}
 		if n > remaining {
 			f.Truncate(0)
 			return "", &RefusedError{Reason: fmt.Sprintf("server sent more than the %d bytes trusted metadata allows", c.info.Length)}
@@ -461,4 +549,12 @@ func (a *Agent) download(ctx context.Context, c candidate, shaHex string) (strin
 		return "", err
 	}
 	return file, nil
+}
+
+func freeBytes(dir string) (uint64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, err
+	}
+	return st.Bavail * uint64(st.Bsize), nil
 }
