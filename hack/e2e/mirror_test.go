@@ -135,3 +135,96 @@ func TestSlowRetrieval(t *testing.T) {
 		t.Fatalf("%d stalled attempts, want 1", tr.stalls.Load()-stalls)
 	}
 }
+
+// mirror is a hostile mirror in front of the server: it rewrites the
+// answer for one path.
+func startMirror(t *testing.T, upstream string, rewrite func(w http.ResponseWriter, r *http.Request) bool) string {
+	t.Helper()
+	target, err := url.Parse(upstream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !rewrite(w, r) {
+			proxy.ServeHTTP(w, r)
+		}
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return "http://" + ln.Addr().String()
+}
+
+// TestHostileMirror: endless data (more bytes than the trusted length) and
+// a rollback (an older timestamp than the phone has seen) are refused as
+// security events, and the slots stay as they were.
+func TestHostileMirror(t *testing.T) {
+	buildBinaries(t)
+	s := systest.StartServer(t, bins)
+	b, _ := buildSigned(t, s, "1.1.0")
+	if r := publish(t, s, b); r.Code != 0 {
+		t.Fatal("publish failed")
+	}
+	oldTimestamp, err := os.ReadFile(filepath.Join(s.DataDir, "tuf", "metadata", "timestamp.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := systest.Provision(t, s, "phone-1", model)
+	if r := p.Once(t, s, model, hw); r.Code != 0 {
+		t.Fatalf("install 1.1.0 exited %d", r.Code)
+	}
+	b2, _ := buildSigned(t, s, "1.2.0")
+	if r := publish(t, s, b2); r.Code != 0 {
+		t.Fatal("publish 1.2.0 failed")
+	}
+	once := func(server string) systest.Result {
+		return systest.Run(t, []string{"DIALTONE_CONFIG=/dev/null"}, bins.Agent, "--once", "--server", server, "--broker", s.Broker(),
+			"--state-dir", p.StateDir, "--model", model, "--hardware", hw)
+	}
+	tests := []struct {
+		name    string
+		rewrite func(w http.ResponseWriter, r *http.Request) bool
+		reason  string
+	}{
+		{"endless data", func(w http.ResponseWriter, r *http.Request) bool {
+			if !strings.HasPrefix(r.URL.Path, "/tuf/targets/") || strings.HasSuffix(r.URL.Path, ".sig") {
+				return false
+			}
+			w.WriteHeader(http.StatusOK)
+			chunk := make([]byte, 64<<10)
+			for range 64 { // 4 MiB, far past the 800 KB target
+				if _, err := w.Write(chunk); err != nil {
+					break
+				}
+			}
+			return true
+		}, "more than the"},
+		{"rollback to an older timestamp", func(w http.ResponseWriter, r *http.Request) bool {
+			if r.URL.Path != "/tuf/metadata/timestamp.json" {
+				return false
+			}
+			w.Write(oldTimestamp)
+			return true
+		}, "metadata did not verify"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := p.SlotTree(t)
+			r := once(startMirror(t, s.URL(), tt.rewrite))
+			if r.Code != 20 || !strings.Contains(r.Stderr, tt.reason) {
+				t.Fatalf("agent behind the mirror exited %d; want 20 (refused) because %q", r.Code, tt.reason)
+			}
+			if after := p.SlotTree(t); fmt.Sprint(after) != fmt.Sprint(before) {
+				t.Fatal("slots changed although the update was refused")
+			}
+		})
+	}
+	// Straight from the server, the phone takes 1.2.0.
+	if r := p.Once(t, s, model, hw); r.Code != 0 {
+		t.Fatalf("update from the honest server exited %d", r.Code)
+	}
+}
