@@ -253,10 +253,6 @@ func firmwarePublishCmd(g *globalOptions) *cobra.Command {
 				}
 			}
 			res, err := publish.Run(cmd.Context(), opts)
-			var se *publish.ServerError
-			if errors.As(err, &se) && se.Check != "" {
-				return &ExitCodeError{Code: ExitRejected, Err: err}
-			}
 			if err != nil {
 				return err
 			}
@@ -297,10 +293,6 @@ func (o *firmwareChangeOptions) run(cmd *cobra.Command, g *globalOptions, do fun
 		return err
 	}
 	res, err := do(cmd.Context(), publish.Options{Server: o.Server, Token: o.Token, Key: signer, Expires: o.Expires, Logger: g.logger()})
-	var se *publish.ServerError
-	if errors.As(err, &se) && se.Check != "" {
-		return &ExitCodeError{Code: ExitRejected, Err: err}
-	}
 	if err != nil {
 		return err
 	}

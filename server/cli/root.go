@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/dialtone-dev/dialtone/firmware/publish"
 	"github.com/dialtone-dev/dialtone/internal/cliconfig"
 	"github.com/spf13/cobra"
 )
@@ -105,6 +106,12 @@ func Execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var ec *ExitCodeError
 	if errors.As(err, &ec) {
 		return ec.Code
+	}
+	// A check the server names refused the input; anything else (network,
+	// files) is a plain error.
+	var se *publish.ServerError
+	if errors.As(err, &se) && se.Check != "" {
+		return ExitRejected
 	}
 	return ExitError
 }

@@ -50,7 +50,7 @@ func tufStatusCmd(g *globalOptions) *cobra.Command {
 				}
 				ids := make([]string, len(r.KeyIDs))
 				for i, id := range r.KeyIDs {
-					ids[i] = id[:min(12, len(id))]
+					ids[i] = tufstage.ShortID(id)
 				}
 				rows = append(rows, []string{r.Role, strconv.FormatInt(r.Version, 10), r.Expires.Format(time.RFC3339) + warn,
 					fmt.Sprintf("%d of %d", r.Threshold, len(r.KeyIDs)), strings.Join(ids, ","), strings.Join(r.Paths, ","), strconv.Itoa(r.Targets)})
@@ -339,10 +339,6 @@ func tufPushCmd(g *globalOptions) *cobra.Command {
 				files[role] = b
 			}
 			res, err := publish.Push(cmd.Context(), o.Server, o.Token, nil, o.Reason, files)
-			var se *publish.ServerError
-			if errors.As(err, &se) && se.Check != "" {
-				return &ExitCodeError{Code: ExitRejected, Err: err}
-			}
 			if err != nil {
 				return err
 			}

@@ -356,20 +356,14 @@ func Describe(path, role string, b []byte) (*Summary, error) {
 			return nil, err
 		}
 		sum.Version, sum.Expires = m.Signed.Version, m.Signed.Expires
-		for _, s := range m.Signatures {
-			sum.Signatures = append(sum.Signatures, short(s.KeyID))
-		}
+		sum.Signatures = signerIDs(m.Signatures)
 		for _, name := range metadata.TOP_LEVEL_ROLE_NAMES {
 			r, ok := m.Signed.Roles[name]
 			if !ok || r == nil {
 				sum.Details = append(sum.Details, name+": MISSING")
 				continue
 			}
-			var ids []string
-			for _, id := range r.KeyIDs {
-				ids = append(ids, short(id))
-			}
-			sum.Details = append(sum.Details, fmt.Sprintf("%s: %d of %v", name, r.Threshold, ids))
+			sum.Details = append(sum.Details, fmt.Sprintf("%s: %d of %v", name, r.Threshold, shortIDs(r.KeyIDs)))
 		}
 	case metadata.TARGETS:
 		var zero metadata.Metadata[metadata.TargetsType]
@@ -378,16 +372,10 @@ func Describe(path, role string, b []byte) (*Summary, error) {
 			return nil, err
 		}
 		sum.Version, sum.Expires = m.Signed.Version, m.Signed.Expires
-		for _, s := range m.Signatures {
-			sum.Signatures = append(sum.Signatures, short(s.KeyID))
-		}
+		sum.Signatures = signerIDs(m.Signatures)
 		if d := m.Signed.Delegations; d != nil {
 			for _, r := range d.Roles {
-				var ids []string
-				for _, id := range r.KeyIDs {
-					ids = append(ids, short(id))
-				}
-				sum.Details = append(sum.Details, fmt.Sprintf("delegates %v to %s: %d of %v", r.Paths, r.Name, r.Threshold, ids))
+				sum.Details = append(sum.Details, fmt.Sprintf("delegates %v to %s: %d of %v", r.Paths, r.Name, r.Threshold, shortIDs(r.KeyIDs)))
 			}
 		}
 		sum.Details = append(sum.Details, fmt.Sprintf("%d targets", len(m.Signed.Targets)))
@@ -397,9 +385,27 @@ func Describe(path, role string, b []byte) (*Summary, error) {
 	return sum, nil
 }
 
-func short(id string) string {
+// ShortID is the 12-character prefix of a key ID that status and
+// summaries print; ceremonies accept any unique prefix back.
+func ShortID(id string) string {
 	if len(id) > 12 {
 		return id[:12]
 	}
 	return id
+}
+
+func shortIDs(ids []string) []string {
+	out := make([]string, len(ids))
+	for i, id := range ids {
+		out[i] = ShortID(id)
+	}
+	return out
+}
+
+func signerIDs(sigs []metadata.Signature) []string {
+	ids := make([]string, len(sigs))
+	for i, s := range sigs {
+		ids[i] = s.KeyID
+	}
+	return shortIDs(ids)
 }
