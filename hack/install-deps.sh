@@ -39,6 +39,7 @@ NODE_APT_PACKAGES=(nodejs npm)
 # Debian packages the tests and the demo use. Keep this list small.
 APT_PACKAGES=(
 	swtpm swtpm-tools tpm2-tools
+	libubootenv-tool
 	mosquitto mosquitto-clients
 	gcc libc6-dev make ca-certificates
 	softhsm2 opensc openssl
