@@ -1,0 +1,99 @@
+package testutil
+
+import (
+	"fmt"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// SwtpmHint tells how to install the software TPM.
+const SwtpmHint = "make deps (apt-get install swtpm swtpm-tools)"
+
+// Swtpm is a software TPM 2.0 run for one test. Its state directory survives
+// Restart, as a phone's TPM survives a reboot.
+type Swtpm struct {
+	// Addr is the command socket, "127.0.0.1:PORT"; Spec is the agent's
+	// --tpm value for it.
+	Addr, Spec string
+	// StateDir holds the TPM's persistent state.
+	StateDir string
+
+	t    testing.TB
+	bin  string
+	ctrl string
+	logs SyncBuffer
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// StartSwtpm starts `swtpm socket --tpm2` on free ports with a fresh state
+// directory, already started up (TPM2_Startup(CLEAR)), and kills it in
+// t.Cleanup.
+func StartSwtpm(t testing.TB) *Swtpm {
+	t.Helper()
+	s := &Swtpm{t: t, bin: RequireBinary(t, "swtpm", SwtpmHint), StateDir: t.TempDir()}
+	t.Cleanup(func() {
+		s.Kill()
+		if t.Failed() {
+			t.Logf("swtpm %s log:\n%s", s.Addr, s.logs.String())
+		}
+	})
+	s.Addr, s.ctrl = FreeAddr(t), FreeAddr(t)
+	s.Spec = "swtpm:" + s.Addr
+	s.Start()
+	return s
+}
+
+// Start starts the TPM again (after Kill) on the same ports and state.
+func (s *Swtpm) Start() {
+	s.t.Helper()
+	_, port, _ := net.SplitHostPort(s.Addr)
+	_, ctrlPort, _ := net.SplitHostPort(s.ctrl)
+	s.cmd = exec.Command(s.bin, "socket", "--tpm2",
+		"--server", "type=tcp,bindaddr=127.0.0.1,port="+port,
+		"--ctrl", "type=tcp,bindaddr=127.0.0.1,port="+ctrlPort,
+		"--tpmstate", "dir="+s.StateDir,
+		"--flags", "not-need-init,startup-clear",
+		"--log", "level=1,file="+filepath.Join(s.StateDir, "swtpm.log"))
+	s.cmd.Stdout, s.cmd.Stderr = &s.logs, &s.logs
+	if err := s.cmd.Start(); err != nil {
+		s.t.Fatalf("starting swtpm: %v", err)
+	}
+	s.done = make(chan struct{})
+	go func(c *exec.Cmd, done chan struct{}) { c.Wait(); close(done) }(s.cmd, s.done)
+	deadline := time.Now().Add(readyTimeout)
+	for {
+		c, err := net.DialTimeout("tcp", s.Addr, time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		select {
+		case <-s.done:
+			s.t.Fatalf("swtpm exited at start: %s", s.logs.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("swtpm not listening on %s after %s: %v", s.Addr, readyTimeout, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Kill stops the TPM abruptly and waits for it to exit.
+func (s *Swtpm) Kill() {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	s.cmd.Process.Signal(syscall.SIGKILL)
+	select {
+	case <-s.done:
+	case <-time.After(stopTimeout):
+		s.t.Errorf("swtpm did not exit: %s", fmt.Sprint(s.cmd.Process.Pid))
+	}
+	s.cmd = nil
+}
