@@ -18,9 +18,11 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
+	"github.com/dialtone-dev/dialtone/agent/floor"
 	"github.com/dialtone-dev/dialtone/agent/report"
 	"github.com/dialtone-dev/dialtone/agent/slot"
 	"github.com/dialtone-dev/dialtone/agent/update"
@@ -36,13 +38,14 @@ const (
 	ExitError      = 1  // an error that is not a security refusal
 	ExitUsage      = 2  // bad flags or configuration
 	ExitNoUpdate   = 10 // nothing newer for this device
+	ExitDeferred   = 11 // installed; activation waits for the maintenance window or the call to end
 	ExitRefused    = 20 // verification failed: nothing installed
 	ExitRolledBack = 21 // the new image failed its health checks
 )
 
 var outcomeExit = map[update.Outcome]int{
 	update.Installed: ExitInstalled, update.NoUpdate: ExitNoUpdate, update.Refused: ExitRefused,
-	update.Failed: ExitError, update.RolledBack: ExitRolledBack,
+	update.Failed: ExitError, update.RolledBack: ExitRolledBack, update.Deferred: ExitDeferred,
 }
 
 // ExitCodeError carries an exit code out of a command.
@@ -72,6 +75,11 @@ type runOptions struct {
 	IdleTimeout time.Duration
 	Attempts    int
 	LogLevel    string
+	// TPM and care for the user
+	TPM        string
+	FloorIndex uint32
+	Window     string
+	Progress   string
 }
 
 func (o *runOptions) AddFlags(cmd *cobra.Command) {
@@ -92,6 +100,10 @@ func (o *runOptions) AddFlags(cmd *cobra.Command) {
 	f.DurationVar(&o.IdleTimeout, "download-idle-timeout", time.Minute, "give up a download attempt after this long without data")
 	f.IntVar(&o.Attempts, "download-attempts", 3, "download attempts per check, each resuming the last")
 	f.StringVar(&o.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
+	f.StringVar(&o.TPM, "tpm", "", "TPM holding the anti-rollback floor: device:/dev/tpmrm0 or swtpm:HOST:PORT (none: the floor lives in the state dir and the phone reports insecure-floor)")
+	f.Uint32Var(&o.FloorIndex, "floor-nv-index", floor.DefaultIndex, "TPM NV index of the anti-rollback floor")
+	f.StringVar(&o.Window, "maintenance-window", "", "activate new images only between HH:MM-HH:MM local time (default: any time)")
+	f.StringVar(&o.Progress, "progress", "auto", "download progress bar on stderr: auto (when a terminal), always, never")
 }
 
 func (o *runOptions) Validate() error {
@@ -115,6 +127,16 @@ func (o *runOptions) Validate() error {
 	}
 	if o.Attempts < 1 || o.IdleTimeout < time.Second {
 		return errors.New("--download-attempts must be at least 1 and --download-idle-timeout at least 1s")
+	}
+	if o.Window != "" {
+		if _, err := update.ParseWindow(o.Window); err != nil {
+			return fmt.Errorf("--maintenance-window: %w", err)
+		}
+	}
+	switch o.Progress {
+	case "auto", "always", "never":
+	default:
+		return fmt.Errorf("--progress %q: want auto, always or never", o.Progress)
 	}
 	return nil
 }
@@ -312,10 +334,20 @@ func Run(ctx context.Context, o *runOptions, log *slog.Logger) error {
 			log.Warn("closing report client", "err", err)
 		}
 	}()
-	ag, err := update.New(update.Config{
+	fl, closeFloor, err := openFloor(ctx, o, log)
+	if err != nil {
+		return err
+	}
+	defer closeFloor()
+	desired, err := openDesired(filepath.Join(o.StateDir, "desired.json"))
+	if err != nil {
+		return err
+	}
+	cfg := update.Config{
 		Server: o.Server, StateDir: o.StateDir, Tenant: o.Tenant, Device: id, Model: o.Model,
 		Hardware: o.Hardware, Channel: o.Channel, Logger: log.With("component", "update"),
 		DownloadIdleTimeout: o.IdleTimeout, DownloadAttempts: o.Attempts,
+		Floor: fl, Desired: desired.Version,
 		Health: func(ctx context.Context) error {
 			// The broker must have taken every event so far.
 			hctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -325,9 +357,64 @@ func Run(ctx context.Context, o *runOptions, log *slog.Logger) error {
 			}
 			return nil
 		},
-	}, slots, rep)
+		Crash: crashHook(),
+	}
+	if o.Window != "" {
+		cfg.Window, _ = update.ParseWindow(o.Window) // checked by Validate
+	}
+	if bar := newProgressBar(o.Progress); bar != nil {
+		cfg.Progress = bar.update
+		defer bar.finish()
+	}
+	ag, err := update.New(cfg, slots, rep)
 	if err != nil {
 		return err
+	}
+	// Commands arrive while a cycle runs: a new desired version cancels a
+	// download of the old one.
+	var (
+		cycleMu     sync.Mutex
+		cancelCycle context.CancelFunc
+	)
+	wake := make(chan struct{}, 1)
+	go func() {
+		for cmd := range rep.Commands() {
+			log.Info("command", "name", cmd.Name, "version", cmd.Version)
+			switch cmd.Name {
+			case wire.CmdDesired:
+				changed, err := desired.Set(cmd.Version, cmd.Time)
+				if err != nil {
+					log.Error("recording desired version", "err", err)
+					continue
+				}
+				if !changed {
+					continue
+				}
+				cycleMu.Lock()
+				if cancelCycle != nil {
+					cancelCycle()
+				}
+				cycleMu.Unlock()
+			case wire.CmdCheck:
+			default:
+				continue
+			}
+			select {
+			case wake <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	if o.Once {
+		// A rollout's desired version is a retained command that follows
+		// the subscription's acknowledgement.
+		select {
+		case <-rep.Subscribed():
+			time.Sleep(200 * time.Millisecond)
+		case <-time.After(5 * time.Second):
+			log.Warn("no command subscription: using the last known desired version")
+		case <-ctx.Done():
+		}
 	}
 	// Every start is a boot: a trial slot is committed or rolled back here.
 	if out, err := ag.Start(ctx); err != nil {
@@ -337,7 +424,17 @@ func Run(ctx context.Context, o *runOptions, log *slog.Logger) error {
 		}
 	}
 	cycle := func() (update.Outcome, error) {
-		out, _, err := ag.Check(ctx)
+		cctx, cancel := context.WithCancel(ctx)
+		cycleMu.Lock()
+		cancelCycle = cancel
+		cycleMu.Unlock()
+		defer func() {
+			cycleMu.Lock()
+			cancelCycle = nil
+			cycleMu.Unlock()
+			cancel()
+		}()
+		out, _, err := ag.Check(cctx)
 		if out == update.Installed {
 			// The dir backend reboots by running the boot sequence again.
 			log.Info("rebooting into the new slot")
@@ -359,15 +456,20 @@ func Run(ctx context.Context, o *runOptions, log *slog.Logger) error {
 		return nil
 	}
 	for {
-		if out, err := cycle(); err != nil {
+		out, err := cycle()
+		if err != nil {
 			log.Warn("update cycle", "outcome", out, "err", err)
+		}
+		next := jitter(o.Interval)
+		if out == update.Deferred {
+			// Look again soon: the call ends or the window opens.
+			next = min(next, time.Minute)
 		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case cmd := <-rep.Commands():
-			log.Info("command", "name", cmd.Name)
-		case <-time.After(jitter(o.Interval)):
+		case <-wake:
+		case <-time.After(next):
 		}
 	}
 }

@@ -305,7 +305,9 @@ func (c *Client) subscribe(sess *session) {
 	}
 	if code := tok.(*mqtt.SubscribeToken).Result()[c.cmdTopic]; code > 2 {
 		c.log.Error("command subscription refused by broker", "topic", c.cmdTopic, "code", code)
+		return
 	}
+	c.subOnce.Do(func() { close(c.subscribed) })
 }
 
 // waitAck runs send and waits for its token, at most ackTimeout, or until

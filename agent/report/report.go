@@ -99,9 +99,13 @@ type Client struct {
 	done   chan struct{} // closed when the connection manager returned
 	wake   chan struct{} // new events to send; buffered 1
 
-	cmds   chan wire.Command
-	cmdMu  sync.Mutex
-	cmdEnd bool // cmds closed
+	cmds chan wire.Command
+	// subscribed is closed once the broker acknowledged the first command
+	// subscription; retained commands follow it on the connection.
+	subscribed chan struct{}
+	subOnce    sync.Once
+	cmdMu      sync.Mutex
+	cmdEnd     bool // cmds closed
 
 	// stateMu serialises state publications so that the retained state is
 	// always the latest one given.
@@ -159,6 +163,7 @@ func New(opts Options) (*Client, error) {
 		done:        make(chan struct{}),
 		wake:        make(chan struct{}, 1),
 		cmds:        make(chan wire.Command, commandQueue),
+		subscribed:  make(chan struct{}),
 		status:      make(chan struct{}),
 	}
 	return c, nil
@@ -377,6 +382,11 @@ func (c *Client) Pending() int {
 	n, _ := c.box.state()
 	return n
 }
+
+// Subscribed is closed once the broker has acknowledged the subscription to
+// the device's commands; a retained command (the desired version) arrives
+// right after it.
+func (c *Client) Subscribed() <-chan struct{} { return c.subscribed }
 
 // Commands delivers the valid commands received on the device's cmd topic;
 // invalid ones are logged and dropped, and so are commands arriving while

@@ -22,6 +22,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/dialtone-dev/dialtone/agent/floor"
 	"github.com/dialtone-dev/dialtone/agent/slot"
 	"github.com/dialtone-dev/dialtone/firmware"
 	"github.com/dialtone-dev/dialtone/internal/wire"
@@ -38,10 +39,11 @@ const (
 	Refused                   // something failed verification; nothing installed
 	Failed                    // an error that is not a security refusal
 	RolledBack                // the new image failed its health checks
+	Deferred                  // installed; waits for the maintenance window or the call to end
 )
 
 func (o Outcome) String() string {
-	return [...]string{"no-update", "installed", "refused", "failed", "rolled-back"}[o]
+	return [...]string{"no-update", "installed", "refused", "failed", "rolled-back", "deferred"}[o]
 }
 
 // RefusedError is a verification failure: the update was refused for
@@ -68,6 +70,15 @@ type Slots interface {
 	Boot(ctx context.Context) (slot.Status, error)
 	Commit(ctx context.Context) error
 	Rollback(ctx context.Context, reason string) error
+}
+
+// Floor is the anti-rollback floor: no version below it installs or
+// commits, and each commit raises it.
+type Floor interface {
+	Get(ctx context.Context) (floor.Version, error)
+	Raise(ctx context.Context, v floor.Version) error
+	// Secure reports that the floor survives a restored state directory.
+	Secure() bool
 }
 
 // Reporter is what the agent needs of the MQTT client.
@@ -100,6 +111,22 @@ type Config struct {
 	HTTPClient   *http.Client
 	Logger       *slog.Logger
 	Now          func() time.Time
+
+	// Floor is the anti-rollback floor; required.
+	Floor Floor
+	// Desired returns the version the server wants on this device, or ""
+	// when no rollout names one. Nil means never.
+	Desired func() string
+	// Window, when set, is the only time of day a new slot may be
+	// activated (trial boot and reboot).
+	Window *Window
+	// InCall reports an active call: no slot switch or reboot then.
+	InCall func() bool
+	// Progress is told the bytes downloaded so far of a target.
+	Progress func(done, total int64)
+	// Crash is a test hook called after each journaled step and at the
+	// Crash* points; the crash tests make it kill the process.
+	Crash func(step string)
 }
 
 // Agent runs the update flow for one device.
@@ -125,6 +152,9 @@ func New(cfg Config, slots Slots, rep Reporter) (*Agent, error) {
 	}
 	if cfg.Hardware == "" {
 		return nil, errors.New("update: hardware revision is required")
+	}
+	if cfg.Floor == nil {
+		return nil, errors.New("update: an anti-rollback floor is required")
 	}
 	if cfg.Channel == "" {
 		cfg.Channel = "stable"
@@ -168,11 +198,24 @@ func (a *Agent) ReportState(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return a.rep.PublishState(ctx, wire.State{
+	version := st.Slots[st.Active].Version
+	s := wire.State{
 		Schema: wire.SchemaVersion, Tenant: a.cfg.Tenant, Device: a.cfg.Device, Model: a.cfg.Model,
-		Hardware: a.cfg.Hardware, Version: st.Slots[st.Active].Version, Slot: st.Active,
+		Hardware: a.cfg.Hardware, Version: version, Slot: st.Active,
 		UpdateState: a.state, Online: true, TUF: a.tuf, Time: a.cfg.Now().UTC(),
-	})
+	}
+	if fl, err := a.cfg.Floor.Get(ctx); err == nil {
+		s.Floor = fl.String()
+		if belowFloor(version, fl) {
+			s.Warnings = append(s.Warnings, wire.WarnBelowFloor)
+		}
+	} else {
+		a.log.Warn("reading anti-rollback floor", "err", err)
+	}
+	if !a.cfg.Floor.Secure() {
+		s.Warnings = append(s.Warnings, wire.WarnInsecureFloor)
+	}
+	return a.rep.PublishState(ctx, s)
 }
 
 func (a *Agent) setState(ctx context.Context, s string) {
@@ -182,6 +225,28 @@ func (a *Agent) setState(ctx context.Context, s string) {
 	}
 }
 
+// belowFloor reports a version older than the floor; one that does not
+// parse counts as below, since nothing can show it is not.
+func belowFloor(version string, fl floor.Version) bool {
+	if !semver.IsValid(semv(version)) {
+		return true
+	}
+	return semver.Compare(semv(version), semv(fl.String())) < 0
+}
+
+// raiseFloor lifts the floor to a committed version. It runs at every boot
+// too, so a crash between a commit and the raise is repaired.
+func (a *Agent) raiseFloor(ctx context.Context, version string) error {
+	v, ok, err := floor.Parse(version)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return nil // a pre-release does not raise the floor
+	}
+	return a.cfg.Floor.Raise(ctx, v)
+}
+
 // Start runs at every boot of the agent: it records the boot and, on a trial
 // boot, runs the health checks and commits the slot or rolls back.
 func (a *Agent) Start(ctx context.Context) (Outcome, error) {
@@ -189,31 +254,105 @@ func (a *Agent) Start(ctx context.Context) (Outcome, error) {
 	if err != nil {
 		return Failed, fmt.Errorf("boot: %w", err)
 	}
-	a.event(ctx, wire.EventBoot, st.Slots[st.Active].Version, "booted slot "+st.Active, map[string]string{"slot": st.Active})
-	if st.LastRollback != "" && !st.Trial {
-		a.log.Warn("previous trial failed", "reason", st.LastRollback)
-	}
+	j := a.readJournal()
+	version := st.Slots[st.Active].Version
+	a.event(ctx, wire.EventBoot, version, "booted slot "+st.Active, map[string]string{"slot": st.Active})
 	if !st.Trial {
+		if (j.Step == StepTrial || j.Step == StepBooted) && j.Slot != st.Active {
+			// The trial ended without a commit: the boot limit ran out
+			// (the agent never got through its checks) and the bootloader
+			// went back to the committed slot.
+			reason := st.LastRollback
+			if reason == "" {
+				reason = "slot " + j.Slot + " did not commit"
+			}
+			a.event(ctx, wire.EventRolledBack, j.Version, reason, map[string]string{"slot": j.Slot})
+			j.Step = StepRolledBack
+			if err := a.record(j); err != nil {
+				return Failed, err
+			}
+			a.setState(ctx, wire.UpdateRolledBack)
+			return RolledBack, errors.New(reason)
+		}
+		if j.Step == StepBooted && j.Slot == st.Active && st.Committed == st.Active {
+			// The last run committed the trial but stopped before saying so.
+			a.event(ctx, wire.EventCommitted, version, "committed slot "+st.Active, map[string]string{"slot": st.Active})
+			j.Step = StepCommitted
+		}
+		if err := a.raiseFloor(ctx, st.Slots[st.Committed].Version); err != nil {
+			a.log.Error("raising anti-rollback floor", "err", err)
+		}
+		if j.Step == StepCommitted {
+			j.Step = StepDone
+			if err := a.record(j); err != nil {
+				return Failed, err
+			}
+		}
+		if fl, err := a.cfg.Floor.Get(ctx); err == nil && belowFloor(version, fl) {
+			a.event(ctx, wire.EventSecurity, version, fmt.Sprintf("running %s, below the anti-rollback floor %s", version, fl),
+				map[string]string{"kind": "below-floor"})
+		}
 		a.setState(ctx, a.state)
 		return NoUpdate, nil
 	}
-	version := st.Slots[st.Active].Version
+	j = Journal{Step: StepBooted, Version: version, SHA256: st.Slots[st.Active].SHA256, Slot: st.Active, Target: j.Target}
+	if err := a.record(j); err != nil {
+		return Failed, err
+	}
 	a.setState(ctx, wire.UpdateTrial)
-	if err := a.health(ctx); err != nil {
-		reason := "health check failed: " + err.Error()
+	if err := a.trialChecks(ctx, version); err != nil {
+		reason := err.Error()
 		if rerr := a.slots.Rollback(ctx, reason); rerr != nil {
 			return Failed, fmt.Errorf("rollback: %w", rerr)
 		}
-		a.event(ctx, wire.EventRolledBack, version, reason, nil)
+		j.Step = StepRolledBack
+		if err := a.record(j); err != nil {
+			return Failed, err
+		}
+		a.event(ctx, wire.EventRolledBack, version, reason, map[string]string{"slot": st.Active})
+		var ref *RefusedError
+		if errors.As(err, &ref) {
+			a.event(ctx, wire.EventSecurity, version, reason, map[string]string{"kind": "trial-refused"})
+		}
 		a.setState(ctx, wire.UpdateRolledBack)
-		return RolledBack, errors.New(reason)
+		return RolledBack, err
 	}
 	if err := a.slots.Commit(ctx); err != nil {
 		return Failed, fmt.Errorf("commit: %w", err)
 	}
+	j.Step = StepCommitted
+	if err := a.record(j); err != nil {
+		return Failed, err
+	}
+	if err := a.raiseFloor(ctx, version); err != nil {
+		// The slot is committed; the next boot raises the floor again.
+		a.log.Error("raising anti-rollback floor", "err", err)
+	} else {
+		j.Step = StepDone
+		if err := a.record(j); err != nil {
+			return Failed, err
+		}
+	}
 	a.event(ctx, wire.EventCommitted, version, "committed slot "+st.Active, map[string]string{"slot": st.Active})
 	a.setState(ctx, wire.UpdateCommitted)
 	return Installed, nil
+}
+
+// trialChecks decide whether a trial slot commits.
+func (a *Agent) trialChecks(ctx context.Context, version string) error {
+	fl, err := a.cfg.Floor.Get(ctx)
+	if err != nil {
+		return fmt.Errorf("anti-rollback floor unreadable: %w", err)
+	}
+	if belowFloor(version, fl) {
+		// Only a restored state directory or disk gets here: nothing below
+		// the floor is ever installed.
+		return &RefusedError{Reason: fmt.Sprintf("trial image %s is below the anti-rollback floor %s", version, fl)}
+	}
+	if err := a.health(ctx); err != nil {
+		return fmt.Errorf("health check failed: %w", err)
+	}
+	return nil
 }
 
 func (a *Agent) health(ctx context.Context) error {
@@ -228,8 +367,13 @@ func (a *Agent) health(ctx context.Context) error {
 	return nil
 }
 
-// Check runs one update cycle: check, and when something newer is there,
-// download, verify, install and set a trial boot. It does not reboot.
+// ErrDeferred means an installed image waits to be activated.
+var ErrDeferred = errors.New("activation deferred")
+
+// Check runs one update cycle: check, and when something is there for this
+// device, download, verify, install and set a trial boot. It does not
+// reboot. An image already installed by an earlier cycle whose activation
+// was deferred is activated without downloading it again.
 func (a *Agent) Check(ctx context.Context) (Outcome, *slot.Info, error) {
 	st, err := a.slots.Status()
 	if err != nil {
@@ -248,22 +392,68 @@ func (a *Agent) Check(ctx context.Context) (Outcome, *slot.Info, error) {
 	if err != nil {
 		return a.fail(ctx, current, err)
 	}
-	c, ok := a.pick(cands, current)
+	fl, err := a.cfg.Floor.Get(ctx)
+	if err != nil {
+		return a.fail(ctx, current, fmt.Errorf("reading anti-rollback floor: %w", err))
+	}
+	desired := ""
+	if a.cfg.Desired != nil {
+		desired = a.cfg.Desired()
+	}
+	c, ok, err := a.pick(cands, current, fl, desired)
+	if err != nil {
+		return a.fail(ctx, desired, err)
+	}
 	if !ok {
-		a.event(ctx, wire.EventUpToDate, current, "no newer firmware", nil)
+		msg := "no newer firmware"
+		if desired != "" && desired != current {
+			msg = "desired version " + desired + " is not offered to this device"
+		}
+		a.event(ctx, wire.EventUpToDate, current, msg, nil)
 		a.setState(ctx, wire.UpdateIdle)
 		return NoUpdate, nil, nil
 	}
-	a.log.Info("update found", "target", c.path, "version", c.custom.Version)
-	a.event(ctx, wire.EventUpdateStarted, c.custom.Version, c.path, map[string]string{"from": current})
-	a.setState(ctx, wire.UpdateDownloading)
-	info, err := a.install(ctx, t, c)
-	if err != nil {
+	shaHex := hex.EncodeToString(c.info.Hashes["sha256"])
+	other := slot.Other(st.Active)
+	var inst *installed
+	if info, ok := st.Slots[other]; ok && shaHex != "" && info.SHA256 == shaHex && info.Version == c.custom.Version {
+		a.log.Info("image already installed, activating", "slot", other, "version", info.Version)
+		inst = &installed{Info: info, slot: other}
+	} else {
+		a.log.Info("update found", "target", c.path, "version", c.custom.Version)
+		a.event(ctx, wire.EventUpdateStarted, c.custom.Version, c.path, map[string]string{"from": current})
+		a.setState(ctx, wire.UpdateDownloading)
+		if inst, err = a.install(ctx, t, c); err != nil {
+			return a.fail(ctx, c.custom.Version, err)
+		}
+		a.event(ctx, wire.EventInstalled, c.custom.Version, "installed into slot "+inst.slot, map[string]string{"slot": inst.slot, "sha256": inst.Info.SHA256})
+	}
+	if why := a.activationBlocked(); why != "" {
+		a.log.Info("activation deferred", "why", why)
+		a.event(ctx, wire.EventDeferred, c.custom.Version, why, map[string]string{"slot": inst.slot})
+		a.setState(ctx, wire.UpdateInstalled)
+		return Deferred, &inst.Info, fmt.Errorf("%w: %s", ErrDeferred, why)
+	}
+	if err := a.slots.SetTrial(ctx, inst.slot); err != nil {
 		return a.fail(ctx, c.custom.Version, err)
 	}
-	a.event(ctx, wire.EventInstalled, c.custom.Version, "installed into slot "+info.slot, map[string]string{"slot": info.slot, "sha256": info.Info.SHA256})
+	if err := a.record(Journal{Step: StepTrial, Target: c.path, Version: c.custom.Version, SHA256: shaHex, Slot: inst.slot}); err != nil {
+		return a.fail(ctx, c.custom.Version, err)
+	}
+	os.Remove(a.partPath(shaHex))
 	a.setState(ctx, wire.UpdateInstalled)
-	return Installed, &info.Info, nil
+	return Installed, &inst.Info, nil
+}
+
+// activationBlocked says why a new slot may not boot now, or "".
+func (a *Agent) activationBlocked() string {
+	if a.cfg.InCall != nil && a.cfg.InCall() {
+		return "a call is active"
+	}
+	if w := a.cfg.Window; w != nil && !w.Contains(a.cfg.Now()) {
+		return "outside the maintenance window " + w.String()
+	}
+	return ""
 }
 
 func (a *Agent) fail(ctx context.Context, version string, err error) (Outcome, *slot.Info, error) {
@@ -283,27 +473,58 @@ func (a *Agent) fail(ctx context.Context, version string, err error) (Outcome, *
 
 func semv(v string) string { return "v" + v }
 
-// pick chooses the newest target for this model, hardware and channel that
-// is newer than current and allows an update from current.
-func (a *Agent) pick(cands []candidate, current string) (candidate, bool) {
+// pick chooses the target to install: the server's desired version when a
+// rollout names one (from any channel: the operator chose it), otherwise
+// the newest for this model, hardware and channel that is newer than
+// current. Never one below the anti-rollback floor, never one whose
+// min_version excludes current, and never an image that already failed its
+// trial here (its SHA-256 is in the journal).
+func (a *Agent) pick(cands []candidate, current string, fl floor.Version, desired string) (candidate, bool, error) {
+	if desired != "" {
+		if !semver.IsValid(semv(desired)) {
+			return candidate{}, false, fmt.Errorf("desired version %q is not a version", desired)
+		}
+		if belowFloor(desired, fl) {
+			return candidate{}, false, &RefusedError{Reason: fmt.Sprintf("desired version %s is below the anti-rollback floor %s", desired, fl)}
+		}
+		if desired == current {
+			return candidate{}, false, nil
+		}
+	}
+	failed := ""
+	if j := a.readJournal(); j.Step == StepRolledBack {
+		failed = j.SHA256
+	}
 	var best candidate
 	found := false
 	for _, c := range cands {
 		cu := c.custom
-		if cu.Model != a.cfg.Model || cu.Channel != a.cfg.Channel || !slices.Contains(cu.Hardware, a.cfg.Hardware) {
+		if cu.Model != a.cfg.Model || !slices.Contains(cu.Hardware, a.cfg.Hardware) || !semver.IsValid(semv(cu.Version)) {
 			continue
 		}
-		if !semver.IsValid(semv(cu.Version)) || semver.Compare(semv(cu.Version), semv(current)) <= 0 {
+		if failed != "" && hex.EncodeToString(c.info.Hashes["sha256"]) == failed {
+			continue
+		}
+		if belowFloor(cu.Version, fl) {
 			continue
 		}
 		if cu.MinVersion != "" && semver.Compare(semv(current), semv(cu.MinVersion)) < 0 {
+			continue
+		}
+		if desired != "" {
+			if semver.Compare(semv(cu.Version), semv(desired)) == 0 && (!found || cu.Channel == a.cfg.Channel) {
+				best, found = c, true
+			}
+			continue
+		}
+		if cu.Channel != a.cfg.Channel || semver.Compare(semv(cu.Version), semv(current)) <= 0 {
 			continue
 		}
 		if !found || semver.Compare(semv(cu.Version), semv(best.custom.Version)) > 0 {
 			best, found = c, true
 		}
 	}
-	return best, found
+	return best, found, nil
 }
 
 type installed struct {
@@ -317,6 +538,7 @@ func (a *Agent) install(ctx context.Context, t *trust, c candidate) (*installed,
 		return nil, &RefusedError{Reason: "target has no sha256 hash"}
 	}
 	shaHex := hex.EncodeToString(sha)
+	j := Journal{Step: StepDownloading, Target: c.path, Version: c.custom.Version, SHA256: shaHex}
 	sig, err := t.smallTarget(ctx, c.custom.Signature, 4096)
 	if err != nil {
 		return nil, err
@@ -325,8 +547,15 @@ func (a *Agent) install(ctx context.Context, t *trust, c candidate) (*installed,
 	if len(keys) == 0 {
 		return nil, &RefusedError{Reason: "no publisher key pinned for role " + c.role}
 	}
+	if err := a.record(j); err != nil {
+		return nil, err
+	}
 	file, err := a.downloadWithRetries(ctx, c, shaHex)
 	if err != nil {
+		return nil, err
+	}
+	j.Step = StepDownloaded
+	if err := a.record(j); err != nil {
 		return nil, err
 	}
 	// The file's SHA-256 was checked against TUF while downloading; the
@@ -341,14 +570,25 @@ func (a *Agent) install(ctx context.Context, t *trust, c candidate) (*installed,
 		os.Remove(file)
 		return nil, &RefusedError{Reason: "publisher signature does not verify", Err: sigErr}
 	}
+	j.Step = StepVerified
+	if err := a.record(j); err != nil {
+		return nil, err
+	}
 	in, err := a.slots.BeginInstall(ctx)
 	if err != nil {
+		return nil, err
+	}
+	j.Step, j.Slot = StepExtracting, in.Slot()
+	if err := a.record(j); err != nil {
 		return nil, err
 	}
 	man, err := a.extract(ctx, file, in)
 	if err != nil {
 		in.Abort()
-		os.Remove(file)
+		var ref *RefusedError
+		if errors.As(err, &ref) {
+			os.Remove(file)
+		}
 		return nil, err
 	}
 	if man.Model != a.cfg.Model || man.Version != c.custom.Version || !slices.Contains(man.Hardware, a.cfg.Hardware) {
@@ -360,10 +600,10 @@ func (a *Agent) install(ctx context.Context, t *trust, c candidate) (*installed,
 	if err := in.Finish(ctx, info); err != nil {
 		return nil, err
 	}
-	if err := a.slots.SetTrial(ctx, in.Slot()); err != nil {
+	j.Step = StepInstalled
+	if err := a.record(j); err != nil {
 		return nil, err
 	}
-	os.Remove(file)
 	return &installed{Info: info, slot: in.Slot()}, nil
 }
 
@@ -373,7 +613,12 @@ func (a *Agent) extract(ctx context.Context, file string, in slot.Installer) (fi
 		return firmware.Manifest{}, err
 	}
 	defer f.Close()
+	first := true
 	man, err := firmware.Read(ctx, f, firmware.DefaultLimits(), func(p firmware.Payload, r io.Reader) error {
+		if !first {
+			a.crashPoint(CrashMidExtract)
+		}
+		first = false
 		out, err := in.Payload(p.Name, p.Size)
 		if err != nil {
 			return err
@@ -449,11 +694,11 @@ func (i *idleReader) Read(p []byte) (int, error) {
 // download fetches the target into the download folder with HTTP Range
 // resume, hashing as it writes; it never reads more than the TUF length.
 func (a *Agent) download(ctx context.Context, c candidate, shaHex string) (string, error) {
-	dir := filepath.Join(a.cfg.StateDir, "download")
+	file := a.partPath(shaHex)
+	dir := filepath.Dir(file)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", err
 	}
-	file := filepath.Join(dir, shaHex+".part")
 	f, err := os.OpenFile(file, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return "", err
@@ -521,7 +766,8 @@ func (a *Agent) download(ctx context.Context, c candidate, shaHex string) (strin
 		a.log.Info("downloading", "target", c.path, "from", have, "length", c.info.Length)
 		remaining := c.info.Length - have
 		body := &idleReader{r: resp.Body, timer: timer, idle: a.cfg.DownloadIdleTimeout}
-		n, err := io.CopyBuffer(io.MultiWriter(f, h), io.LimitReader(body, remaining+1), make([]byte, 1<<20))
+		prog := &progress{a: a, ctx: ctx, version: c.custom.Version, done: have, total: c.info.Length}
+		n, err := io.CopyBuffer(io.MultiWriter(f, h, prog), io.LimitReader(body, remaining+1), make([]byte, 1<<20))
 		if err != nil && stalled.Load() && ctx.Err() == nil {
 			err = fmt.Errorf("no data for %s: %w", a.cfg.DownloadIdleTimeout, err)
 		}
@@ -549,6 +795,38 @@ func (a *Agent) download(ctx context.Context, c candidate, shaHex string) (strin
 		return "", err
 	}
 	return file, nil
+}
+
+func (a *Agent) partPath(shaHex string) string {
+	return filepath.Join(a.cfg.StateDir, "download", shaHex+".part")
+}
+
+// progress reports a download's progress: every chunk to Config.Progress
+// (a terminal's progress bar), each quarter as an event for the server.
+type progress struct {
+	a           *Agent
+	ctx         context.Context
+	version     string
+	done, total int64
+	quarter     int64
+	crashed     bool
+}
+
+func (p *progress) Write(b []byte) (int, error) {
+	p.done += int64(len(b))
+	if !p.crashed {
+		p.crashed = true
+		p.a.crashPoint(CrashMidDownload)
+	}
+	if p.a.cfg.Progress != nil {
+		p.a.cfg.Progress(p.done, p.total)
+	}
+	if q := p.done * 4 / max(p.total, 1); q > p.quarter && q < 4 {
+		p.quarter = q
+		p.a.event(p.ctx, wire.EventDownload, p.version, fmt.Sprintf("%d%%", q*25),
+			map[string]string{"bytes": strconv.FormatInt(p.done, 10), "total": strconv.FormatInt(p.total, 10)})
+	}
+	return len(b), nil
 }
 
 func freeBytes(dir string) (uint64, error) {

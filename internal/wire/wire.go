@@ -114,8 +114,23 @@ type State struct {
 	UpdateState string      `json:"update_state"`
 	Online      bool        `json:"online"`
 	TUF         TUFVersions `json:"tuf"`
-	Time        time.Time   `json:"time"`
+	// Floor is the anti-rollback floor the phone enforces.
+	Floor string `json:"floor,omitempty"`
+	// Warnings name weaknesses the operator must see: WarnInsecureFloor,
+	// WarnBelowFloor.
+	Warnings []string  `json:"warnings,omitempty"`
+	Time     time.Time `json:"time"`
 }
+
+// Warnings a device reports in its state.
+const (
+	// WarnInsecureFloor: no TPM holds the anti-rollback floor, so a
+	// restored state directory could lower it.
+	WarnInsecureFloor = "insecure-floor"
+	// WarnBelowFloor: the running image is older than the floor (a
+	// restored disk or state directory).
+	WarnBelowFloor = "below-floor"
+)
 
 // Event types.
 const (
@@ -131,12 +146,13 @@ const (
 	EventUpToDate      = "up-to-date"
 	EventAttestation   = "attestation"
 	EventUpdateStarted = "update-started"
+	EventDeferred      = "deferred" // installed; activation waits (maintenance window, call)
 )
 
 var eventTypes = map[string]bool{
 	EventBoot: true, EventCheck: true, EventDownload: true, EventInstalled: true,
 	EventCommitted: true, EventRefused: true, EventFailed: true, EventRolledBack: true,
-	EventSecurity: true, EventUpToDate: true, EventAttestation: true, EventUpdateStarted: true,
+	EventSecurity: true, EventUpToDate: true, EventAttestation: true, EventUpdateStarted: true, EventDeferred: true,
 }
 
 // Event is one QoS 1 message on .../events. ID is unique per event and is what
@@ -155,10 +171,13 @@ type Event struct {
 
 // Command is a message on .../cmd from the server to a device.
 type Command struct {
-	Schema int       `json:"schema"`
-	ID     string    `json:"id"`
-	Name   string    `json:"name"` // check, attest, reboot
-	Time   time.Time `json:"time"`
+	Schema int    `json:"schema"`
+	ID     string `json:"id"`
+	Name   string `json:"name"` // check, attest, reboot, desired
+	// Version is the desired version of a "desired" command; empty
+	// withdraws it.
+	Version string    `json:"version,omitempty"`
+	Time    time.Time `json:"time"`
 }
 
 func decodeStrict(b []byte, v any) error {
@@ -191,8 +210,16 @@ func DecodeState(b []byte) (State, error) {
 	if s.Model != "" && !ValidID(s.Model) {
 		return State{}, fmt.Errorf("%w: state: bad model %q", ErrInvalid, s.Model)
 	}
-	if len(s.Version) > 64 || len(s.Hardware) > 64 || len(s.Slot) > 16 || len(s.UpdateState) > 32 {
+	if len(s.Version) > 64 || len(s.Hardware) > 64 || len(s.Slot) > 16 || len(s.UpdateState) > 32 || len(s.Floor) > 64 {
 		return State{}, fmt.Errorf("%w: state: field too long", ErrInvalid)
+	}
+	if len(s.Warnings) > 8 {
+		return State{}, fmt.Errorf("%w: state: too many warnings", ErrInvalid)
+	}
+	for _, w := range s.Warnings {
+		if len(w) > 64 {
+			return State{}, fmt.Errorf("%w: state: warning too long", ErrInvalid)
+		}
 	}
 	return s, nil
 }
@@ -221,6 +248,14 @@ func DecodeEvent(b []byte) (Event, error) {
 	return e, nil
 }
 
+// Command names.
+const (
+	CmdCheck   = "check"
+	CmdAttest  = "attest"
+	CmdReboot  = "reboot"
+	CmdDesired = "desired" // the version a rollout wants; retained on the device's cmd/desired topic
+)
+
 // DecodeCommand parses and validates a command payload.
 func DecodeCommand(b []byte) (Command, error) {
 	var c Command
@@ -230,8 +265,15 @@ func DecodeCommand(b []byte) (Command, error) {
 	if c.Schema != SchemaVersion {
 		return Command{}, fmt.Errorf("%w: schema version %d, want %d", ErrInvalid, c.Schema, SchemaVersion)
 	}
+	if len(c.ID) > 64 || len(c.Version) > 64 {
+		return Command{}, fmt.Errorf("%w: command: field too long", ErrInvalid)
+	}
 	switch c.Name {
-	case "check", "attest", "reboot":
+	case CmdCheck, CmdAttest, CmdReboot:
+		if c.Version != "" {
+			return Command{}, fmt.Errorf("%w: command %q takes no version", ErrInvalid, c.Name)
+		}
+	case CmdDesired:
 	default:
 		return Command{}, fmt.Errorf("%w: command: unknown name %q", ErrInvalid, c.Name)
 	}

@@ -2,6 +2,7 @@ package wire_test
 
 import (
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -88,7 +89,7 @@ func FuzzDecodeState(f *testing.F) {
 			t.Fatalf("round trip changed the time: %v -> %v", s.Time, s2.Time)
 		}
 		s2.Time = s.Time
-		if s != s2 {
+		if !reflect.DeepEqual(s, s2) {
 			t.Fatalf("round trip changed the state: %+v -> %+v", s, s2)
 		}
 	})

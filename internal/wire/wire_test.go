@@ -2,6 +2,7 @@ package wire_test
 
 import (
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -129,7 +130,7 @@ func TestDecodeState(t *testing.T) {
 		t.Errorf("time = %v", s.Time)
 	}
 	s.Time = want.Time
-	if s != want {
+	if !reflect.DeepEqual(s, want) {
 		t.Errorf("DecodeState = %+v, want %+v", s, want)
 	}
 }
