@@ -355,7 +355,11 @@ func Run(ctx context.Context, o *runOptions, log *slog.Logger) error {
 			if err := rep.Flush(hctx); err != nil {
 				return fmt.Errorf("broker not reached: %w", err)
 			}
-			return nil
+			st, err := slots.Status()
+			if err != nil {
+				return err
+			}
+			return selfTest(ctx, slots.Path(st.Active), log)
 		},
 		Crash: crashHook(),
 	}

@@ -8,6 +8,9 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -40,6 +43,44 @@ func openFloor(ctx context.Context, o *runOptions, log *slog.Logger) (update.Flo
 	}
 	return f, func() { t.Close() }, nil
 }
+
+// selfTestTimeout bounds an image's self-test.
+const selfTestTimeout = 2 * time.Minute
+
+// selfTest runs the new image's own health check on a trial boot: the
+// payload named "selftest" (a shell script) when the image carries one. It
+// runs only after the image passed every verification, as the image itself
+// would on a phone after booting; its failure rolls the phone back.
+func selfTest(ctx context.Context, slotDir string, log *slog.Logger) error {
+	script := filepath.Join(slotDir, "selftest")
+	if _, err := os.Stat(script); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, selfTestTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "/bin/sh", script)
+	cmd.Dir = slotDir
+	var out limitedBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	log.Info("image self-test", "err", err, "output", out.String())
+	if err != nil {
+		return fmt.Errorf("image self-test failed (%v): %s", err, strings.TrimSpace(out.String()))
+	}
+	return nil
+}
+
+// limitedBuffer keeps the first 1 KiB written to it.
+type limitedBuffer struct{ b []byte }
+
+func (l *limitedBuffer) Write(p []byte) (int, error) {
+	if room := 1024 - len(l.b); room > 0 {
+		l.b = append(l.b, p[:min(room, len(p))]...)
+	}
+	return len(p), nil
+}
+
+func (l *limitedBuffer) String() string { return string(l.b) }
 
 // desiredVersion is the server's desired version for this device, kept in
 // the state directory so that it holds across restarts and offline spells.

@@ -274,9 +274,10 @@ func (a *Agent) Start(ctx context.Context) (Outcome, error) {
 			a.setState(ctx, wire.UpdateRolledBack)
 			return RolledBack, errors.New(reason)
 		}
-		if j.Step == StepBooted && j.Slot == st.Active && st.Committed == st.Active {
+		if (j.Step == StepBooted || j.Step == StepCommitted) && j.Slot == st.Active && st.Committed == st.Active {
 			// The last run committed the trial but stopped before saying so.
 			a.event(ctx, wire.EventCommitted, version, "committed slot "+st.Active, map[string]string{"slot": st.Active})
+			os.Remove(a.partPath(j.SHA256))
 			j.Step = StepCommitted
 		}
 		if err := a.raiseFloor(ctx, st.Slots[st.Committed].Version); err != nil {
@@ -324,6 +325,8 @@ func (a *Agent) Start(ctx context.Context) (Outcome, error) {
 	if err := a.record(j); err != nil {
 		return Failed, err
 	}
+	// Checks crashed before the trial may have left the download behind.
+	os.Remove(a.partPath(j.SHA256))
 	if err := a.raiseFloor(ctx, version); err != nil {
 		// The slot is committed; the next boot raises the floor again.
 		a.log.Error("raising anti-rollback floor", "err", err)

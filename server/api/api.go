@@ -47,6 +47,7 @@ type TokenStore interface {
 // Devices is what the API needs of the fleet store.
 type Devices interface {
 	ListDevices(ctx context.Context, f store.DeviceFilter) ([]store.Device, error)
+	Events(ctx context.Context, device string, limit int) ([]store.StoredEvent, error)
 }
 
 // Options configure the API.
@@ -54,6 +55,8 @@ type Options struct {
 	Repo    Repository
 	Devices Devices
 	Tokens  TokenStore
+	// Rollouts sets devices' desired versions; nil answers 501.
+	Rollouts Rollouts
 	// AdminToken is the bearer token that authorises every /v1 call. Only
 	// its SHA-256 is kept.
 	AdminToken string
@@ -138,6 +141,8 @@ type route struct {
 func (a *API) routes() []route {
 	return []route{
 		{"GET /v1/devices", []string{RoleAdmin}, a.devices},
+		{"GET /v1/devices/{id}/events", []string{RoleAdmin}, a.deviceEvents},
+		{"PUT /v1/devices/{id}/desired", []string{RoleAdmin}, a.setDesired},
 		{"GET /v1/firmware/delegation", []string{RoleAdmin, RolePublisher}, a.delegation},
 		{"POST /v1/firmware", []string{RoleAdmin, RolePublisher}, a.publish},
 		{"POST /v1/tuf/push", []string{RoleAdmin, RolePublisher}, a.push},

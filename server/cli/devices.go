@@ -63,7 +63,7 @@ func devicesCmd(g *globalOptions) *cobra.Command {
 		},
 	}
 	o.AddFlags(list)
-	cmd.AddCommand(list)
+	cmd.AddCommand(list, devicesEventsCmd(g), devicesDesireCmd(g))
 	return cmd
 }
 

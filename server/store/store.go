@@ -44,6 +44,14 @@ type DeviceFilter struct {
 	Limit         int
 }
 
+// Desired is the version a rollout wants a device to run.
+type Desired struct {
+	Tenant  string    `json:"tenant"`
+	Device  string    `json:"device"`
+	Version string    `json:"version"` // "" when withdrawn
+	Time    time.Time `json:"time"`    // when it was set or withdrawn
+}
+
 // StoredEvent is an event as stored: the tenant it arrived under, the event,
 // and when the server received it.
 type StoredEvent struct {
