@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dialtone-dev/dialtone/internal/systest"
 )
@@ -179,4 +180,47 @@ func TestHealthCheckRollback(t *testing.T) {
 	if r := p.Once(t, s, model, hw); r.Code != 10 {
 		t.Fatalf("next cycle exited %d, want 10 (the failed 1.2.0 is not retried)", r.Code)
 	}
+}
+
+// TestMaintenanceWindow: outside its maintenance window the phone installs
+// but does not switch slots (exit 11); inside it, it activates the image
+// already installed without downloading it again.
+func TestMaintenanceWindow(t *testing.T) {
+	buildBinaries(t)
+	s := systest.StartServer(t, bins)
+	bundle, rootfs := buildSignedWith(t, s, "1.1.0", nil)
+	if r := publish(t, s, bundle); r.Code != 0 {
+		t.Fatalf("publish exited %d", r.Code)
+	}
+	p := systest.Provision(t, s, "phone-window", model)
+	now := time.Now()
+	hhmm := func(d time.Duration) string { return now.Add(d).Format("15:04") }
+	closed := hhmm(2*time.Hour) + "-" + hhmm(3*time.Hour)
+	open := hhmm(-time.Hour) + "-" + hhmm(time.Hour)
+
+	r := p.OnceWith(t, s, model, hw, nil, "--maintenance-window", closed)
+	if r.Code != 11 {
+		t.Fatalf("outside the window: exit %d, want 11 (deferred)", r.Code)
+	}
+	st := p.BootState(t)
+	if st["active"] != "a" || st["trial"] != false {
+		t.Fatalf("outside the window the phone switched slots: %v", st)
+	}
+	if got := p.SlotTree(t)["b/rootfs.img"]; got != string(rootfs) {
+		t.Fatal("the image was not installed into slot b while waiting")
+	}
+	r = p.OnceWith(t, s, model, hw, nil, "--maintenance-window", open)
+	if r.Code != 0 {
+		t.Fatalf("inside the window: exit %d, want 0", r.Code)
+	}
+	if strings.Contains(r.Stderr, "msg=downloading") || !strings.Contains(r.Stderr, "already installed") {
+		t.Fatal("the deferred image was downloaded again instead of activated")
+	}
+	if st := p.BootState(t); st["active"] != "b" || st["committed"] != "b" {
+		t.Fatalf("inside the window: boot state %v", st)
+	}
+	systest.Eventually(t, "the server saw the deferral", func() (bool, string) {
+		evs := systest.Events(t, s, p.ID)
+		return systest.HasEvent(evs, "deferred", "1.1.0", "outside the maintenance window"), fmt.Sprint(evs)
+	})
 }
