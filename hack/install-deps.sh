@@ -41,7 +41,7 @@ APT_PACKAGES=(
 	swtpm swtpm-tools tpm2-tools
 	libubootenv-tool
 	mosquitto mosquitto-clients
-	gcc libc6-dev make ca-certificates
+	gcc libc6-dev make ca-certificates curl
 	softhsm2 opensc openssl
 )
 

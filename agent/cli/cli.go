@@ -411,14 +411,21 @@ func Run(ctx context.Context, o *runOptions, log *slog.Logger) error {
 	}()
 	if o.Once {
 		// A rollout's desired version is a retained command that follows
-		// the subscription's acknowledgement.
-		select {
-		case <-rep.Subscribed():
-			time.Sleep(200 * time.Millisecond)
-		case <-time.After(5 * time.Second):
-			log.Warn("no command subscription: using the last known desired version")
-		case <-ctx.Done():
-		}
+		// the subscription's acknowledgement: the cycle reads it only once
+		// that has had time to arrive (the TUF refresh before it usually
+		// takes longer).
+		settled := make(chan struct{})
+		desired.settled = settled
+		go func() {
+			defer close(settled)
+			select {
+			case <-rep.Subscribed():
+				time.Sleep(100 * time.Millisecond)
+			case <-time.After(5 * time.Second):
+				log.Warn("no command subscription: using the last known desired version")
+			case <-ctx.Done():
+			}
+		}()
 	}
 	// Every start is a boot: a trial slot is committed or rolled back here.
 	if out, err := ag.Start(ctx); err != nil {

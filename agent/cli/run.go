@@ -86,8 +86,11 @@ func (l *limitedBuffer) String() string { return string(l.b) }
 // the state directory so that it holds across restarts and offline spells.
 type desiredVersion struct {
 	path string
-	mu   sync.Mutex
-	cur  desiredFile
+	// settled, when set, is closed once a retained command had its chance
+	// to arrive; Version waits for it.
+	settled <-chan struct{}
+	mu      sync.Mutex
+	cur     desiredFile
 }
 
 type desiredFile struct {
@@ -112,6 +115,9 @@ func openDesired(path string) (*desiredVersion, error) {
 
 // Version returns the desired version, or "".
 func (d *desiredVersion) Version() string {
+	if d.settled != nil {
+		<-d.settled
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.cur.Version

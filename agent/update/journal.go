@@ -16,10 +16,9 @@ import (
 // moves on, so that a restart knows where the last run stopped; the test
 // hook Config.Crash names the same steps.
 const (
-	StepDownloading = "downloading" // the .part file is being written
-	StepDownloaded  = "downloaded"  // its SHA-256 matched TUF
-	StepVerified    = "verified"    // the publisher signature checked
-	StepExtracting  = "extracting"  // payloads are being written to the slot
+	StepVerified    = "verified"    // the publisher signature over the TUF digest checked
+	StepDownloading = "downloading" // streaming into the resume file and the inactive slot
+	StepDownloaded  = "downloaded"  // TUF length and SHA-256 and every payload hash matched
 	StepInstalled   = "installed"   // the slot holds the image; not bootable yet
 	StepTrial       = "trial"       // the slot boots next, on trial
 	StepBooted      = "booted"      // a trial boot is running its health checks
@@ -31,7 +30,7 @@ const (
 // Crash points inside a step, for the crash tests.
 const (
 	CrashMidDownload = "mid-download" // after the first chunk of a download
-	CrashMidExtract  = "mid-extract"  // after the first payload was written
+	CrashMidExtract  = "mid-extract"  // after the first payload was written to the slot
 )
 
 // Journal is the last step the update flow recorded.

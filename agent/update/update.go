@@ -7,24 +7,18 @@ package update
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"os"
-	"path/filepath"
 	"slices"
-	"strconv"
-	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/dialtone-dev/dialtone/agent/floor"
 	"github.com/dialtone-dev/dialtone/agent/slot"
-	"github.com/dialtone-dev/dialtone/firmware"
 	"github.com/dialtone-dev/dialtone/internal/wire"
 	"golang.org/x/mod/semver"
 )
@@ -412,6 +406,7 @@ func (a *Agent) Check(ctx context.Context) (Outcome, *slot.Info, error) {
 		if desired != "" && desired != current {
 			msg = "desired version " + desired + " is not offered to this device"
 		}
+		a.log.Info(msg, "version", current)
 		a.event(ctx, wire.EventUpToDate, current, msg, nil)
 		a.setState(ctx, wire.UpdateIdle)
 		return NoUpdate, nil, nil
@@ -533,303 +528,6 @@ func (a *Agent) pick(cands []candidate, current string, fl floor.Version, desire
 type installed struct {
 	slot.Info
 	slot string
-}
-
-func (a *Agent) install(ctx context.Context, t *trust, c candidate) (*installed, error) {
-	sha, ok := c.info.Hashes["sha256"]
-	if !ok {
-		return nil, &RefusedError{Reason: "target has no sha256 hash"}
-	}
-	shaHex := hex.EncodeToString(sha)
-	j := Journal{Step: StepDownloading, Target: c.path, Version: c.custom.Version, SHA256: shaHex}
-	sig, err := t.smallTarget(ctx, c.custom.Signature, 4096)
-	if err != nil {
-		return nil, err
-	}
-	keys := t.publisherKeys(c.role)
-	if len(keys) == 0 {
-		return nil, &RefusedError{Reason: "no publisher key pinned for role " + c.role}
-	}
-	if err := a.record(j); err != nil {
-		return nil, err
-	}
-	file, err := a.downloadWithRetries(ctx, c, shaHex)
-	if err != nil {
-		return nil, err
-	}
-	j.Step = StepDownloaded
-	if err := a.record(j); err != nil {
-		return nil, err
-	}
-	// The file's SHA-256 was checked against TUF while downloading; the
-	// publisher signature is over that same digest.
-	var sigErr error
-	for _, k := range keys {
-		if sigErr = firmware.VerifySignatureDigest(k, sha, sig); sigErr == nil {
-			break
-		}
-	}
-	if sigErr != nil {
-		os.Remove(file)
-		return nil, &RefusedError{Reason: "publisher signature does not verify", Err: sigErr}
-	}
-	j.Step = StepVerified
-	if err := a.record(j); err != nil {
-		return nil, err
-	}
-	in, err := a.slots.BeginInstall(ctx)
-	if err != nil {
-		return nil, err
-	}
-	j.Step, j.Slot = StepExtracting, in.Slot()
-	if err := a.record(j); err != nil {
-		return nil, err
-	}
-	man, err := a.extract(ctx, file, in)
-	if err != nil {
-		in.Abort()
-		var ref *RefusedError
-		if errors.As(err, &ref) {
-			os.Remove(file)
-		}
-		return nil, err
-	}
-	if man.Model != a.cfg.Model || man.Version != c.custom.Version || !slices.Contains(man.Hardware, a.cfg.Hardware) {
-		in.Abort()
-		os.Remove(file)
-		return nil, &RefusedError{Reason: fmt.Sprintf("bundle manifest (%s %s %v) does not match its target or this device", man.Model, man.Version, man.Hardware)}
-	}
-	info := slot.Info{Model: man.Model, Version: man.Version, SHA256: shaHex}
-	if err := in.Finish(ctx, info); err != nil {
-		return nil, err
-	}
-	j.Step = StepInstalled
-	if err := a.record(j); err != nil {
-		return nil, err
-	}
-	return &installed{Info: info, slot: in.Slot()}, nil
-}
-
-func (a *Agent) extract(ctx context.Context, file string, in slot.Installer) (firmware.Manifest, error) {
-	f, err := os.Open(file)
-	if err != nil {
-		return firmware.Manifest{}, err
-	}
-	defer f.Close()
-	first := true
-	man, err := firmware.Read(ctx, f, firmware.DefaultLimits(), func(p firmware.Payload, r io.Reader) error {
-		if !first {
-			a.crashPoint(CrashMidExtract)
-		}
-		first = false
-		out, err := in.Payload(p.Name, p.Size)
-		if err != nil {
-			return err
-		}
-		_, err = io.CopyBuffer(out, r, make([]byte, 1<<20))
-		if cerr := out.Close(); err == nil {
-			err = cerr
-		}
-		return err
-	})
-	if err != nil {
-		var perr error = err
-		if errors.Is(err, firmware.ErrManifest) || errors.Is(err, firmware.ErrPayloadMismatch) || errors.Is(err, firmware.ErrBundleLayout) {
-			return man, &RefusedError{Reason: "bundle does not verify", Err: perr}
-		}
-		return man, fmt.Errorf("extracting bundle: %w", err)
-	}
-	return man, nil
-}
-
-// ErrNoSpace means the disk cannot hold the download and its extraction.
-var ErrNoSpace = errors.New("not enough free disk space")
-
-// downloadWithRetries makes a bounded number of attempts, each resuming
-// where the last one stopped, with a growing pause between them; then it
-// gives up with a clear error and the check loop carries on. Security
-// refusals and a full disk are not retried.
-func (a *Agent) downloadWithRetries(ctx context.Context, c candidate, shaHex string) (string, error) {
-	backoff := a.cfg.RetryBackoff
-	var last error
-	for attempt := 1; attempt <= a.cfg.DownloadAttempts; attempt++ {
-		file, err := a.download(ctx, c, shaHex)
-		if err == nil {
-			return file, nil
-		}
-		var ref *RefusedError
-		if errors.As(err, &ref) || errors.Is(err, ErrNoSpace) || ctx.Err() != nil {
-			return "", err
-		}
-		last = err
-		a.log.Warn("download attempt failed", "attempt", attempt, "of", a.cfg.DownloadAttempts, "err", err)
-		a.event(ctx, wire.EventDownload, c.custom.Version, "attempt failed: "+err.Error(),
-			map[string]string{"attempt": strconv.Itoa(attempt)})
-		if attempt == a.cfg.DownloadAttempts {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return "", ctx.Err()
-		case <-time.After(backoff):
-		}
-		backoff *= 2
-	}
-	return "", fmt.Errorf("download of %s failed after %d attempts (the partial file is kept for the next check): %w", c.path, a.cfg.DownloadAttempts, last)
-}
-
-// idleReader cancels its request when no byte has arrived for a while, so
-// that a server trickling data (slow retrieval) cannot hold the phone.
-type idleReader struct {
-	r     io.Reader
-	timer *time.Timer
-	idle  time.Duration
-}
-
-func (i *idleReader) Read(p []byte) (int, error) {
-	n, err := i.r.Read(p)
-	if n > 0 {
-		i.timer.Reset(i.idle)
-	}
-	return n, err
-}
-
-// download fetches the target into the download folder with HTTP Range
-// resume, hashing as it writes; it never reads more than the TUF length.
-func (a *Agent) download(ctx context.Context, c candidate, shaHex string) (string, error) {
-	file := a.partPath(shaHex)
-	dir := filepath.Dir(file)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", err
-	}
-	f, err := os.OpenFile(file, os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	have, err := io.Copy(h, f)
-	if err != nil {
-		return "", err
-	}
-	if have > c.info.Length {
-		if err := f.Truncate(0); err != nil {
-			return "", err
-		}
-		h.Reset()
-		have = 0
-		if _, err := f.Seek(0, io.SeekStart); err != nil {
-			return "", err
-		}
-	}
-	if have < c.info.Length {
-		// The download and the extracted payloads both need room.
-		if free, err := freeBytes(dir); err == nil && free < uint64(c.info.Length-have)+uint64(c.info.Length) {
-			return "", fmt.Errorf("%w: %d bytes free in %s, %d needed for %s", ErrNoSpace, free, dir, (c.info.Length-have)+c.info.Length, c.path)
-		}
-		dctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		var stalled atomic.Bool
-		timer := time.AfterFunc(a.cfg.DownloadIdleTimeout, func() { stalled.Store(true); cancel() })
-		defer timer.Stop()
-		dirName, base := filepath.Split(c.path)
-		u := a.cfg.Server + "/tuf/targets/" + dirName + shaHex + "." + base
-		req, err := http.NewRequestWithContext(dctx, http.MethodGet, u, nil)
-		if err != nil {
-			return "", err
-		}
-		if have > 0 {
-			req.Header.Set("Range", "bytes="+strconv.FormatInt(have, 10)+"-")
-		}
-		resp, err := a.http.Do(req)
-		if err != nil {
-			if stalled.Load() && ctx.Err() == nil {
-				err = fmt.Errorf("no answer for %s: %w", a.cfg.DownloadIdleTimeout, err)
-			}
-			return "", fmt.Errorf("downloading %s: %w", c.path, err)
-		}
-		defer resp.Body.Close()
-		switch {
-		case resp.StatusCode == http.StatusPartialContent && have > 0:
-		case resp.StatusCode == http.StatusOK:
-			if have > 0 {
-				// The server ignored the range: start over.
-				if err := f.Truncate(0); err != nil {
-					return "", err
-				}
-				if _, err := f.Seek(0, io.SeekStart); err != nil {
-					return "", err
-				}
-				h.Reset()
-				have = 0
-			}
-		default:
-			return "", fmt.Errorf("downloading %s: %s", c.path, resp.Status)
-		}
-		a.log.Info("downloading", "target", c.path, "from", have, "length", c.info.Length)
-		remaining := c.info.Length - have
-		body := &idleReader{r: resp.Body, timer: timer, idle: a.cfg.DownloadIdleTimeout}
-		prog := &progress{a: a, ctx: ctx, version: c.custom.Version, done: have, total: c.info.Length}
-		n, err := io.CopyBuffer(io.MultiWriter(f, h, prog), io.LimitReader(body, remaining+1), make([]byte, 1<<20))
-		if err != nil && stalled.Load() && ctx.Err() == nil {
-			err = fmt.Errorf("no data for %s: %w", a.cfg.DownloadIdleTimeout, err)
-		}
-		if n > remaining {
-			f.Truncate(0)
-			return "", &RefusedError{Reason: fmt.Sprintf("server sent more than the %d bytes trusted metadata allows", c.info.Length)}
-		}
-		if err != nil {
-			// Keep what arrived: the next attempt resumes from there.
-			f.Sync()
-			return "", fmt.Errorf("downloading %s: %w", c.path, err)
-		}
-		if n < remaining {
-			f.Sync()
-			return "", fmt.Errorf("downloading %s: connection ended after %d of %d bytes", c.path, have+n, c.info.Length)
-		}
-		a.event(ctx, wire.EventDownload, c.custom.Version, "downloaded", map[string]string{"bytes": strconv.FormatInt(c.info.Length, 10)})
-	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != shaHex {
-		f.Close()
-		os.Remove(file)
-		return "", &RefusedError{Reason: "downloaded bytes do not match the trusted sha256", Err: fmt.Errorf("got %s, want %s", got, shaHex)}
-	}
-	if err := f.Sync(); err != nil {
-		return "", err
-	}
-	return file, nil
-}
-
-func (a *Agent) partPath(shaHex string) string {
-	return filepath.Join(a.cfg.StateDir, "download", shaHex+".part")
-}
-
-// progress reports a download's progress: every chunk to Config.Progress
-// (a terminal's progress bar), each quarter as an event for the server.
-type progress struct {
-	a           *Agent
-	ctx         context.Context
-	version     string
-	done, total int64
-	quarter     int64
-	crashed     bool
-}
-
-func (p *progress) Write(b []byte) (int, error) {
-	p.done += int64(len(b))
-	if !p.crashed {
-		p.crashed = true
-		p.a.crashPoint(CrashMidDownload)
-	}
-	if p.a.cfg.Progress != nil {
-		p.a.cfg.Progress(p.done, p.total)
-	}
-	if q := p.done * 4 / max(p.total, 1); q > p.quarter && q < 4 {
-		p.quarter = q
-		p.a.event(p.ctx, wire.EventDownload, p.version, fmt.Sprintf("%d%%", q*25),
-			map[string]string{"bytes": strconv.FormatInt(p.done, 10), "total": strconv.FormatInt(p.total, 10)})
-	}
-	return len(b), nil
 }
 
 func freeBytes(dir string) (uint64, error) {

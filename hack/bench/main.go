@@ -12,6 +12,9 @@
 //     bundle with one large payload, against sha256sum over the same file.
 //   - publish: peak RSS (VmHWM) of a fresh `dialtone server --dev` and of
 //     the `dialtone firmware publish` client while the bundle is published.
+//   - install: `dialtone-agent --once` installing the bundle from a dev
+//     server against `curl -o /dev/null` + sha256sum of the same file, the
+//     agent's peak RSS during it, and its RSS idle in daemon mode.
 //   - sizes: the stripped linux/arm64 and linux/arm dialtone-agent (no
 //     target yet).
 //
@@ -32,18 +35,20 @@ import (
 )
 
 type config struct {
-	dialtone    string
-	agentArm64  string
-	agentArm    string
-	workdir     string
-	rusage      string
-	only        map[string]bool
-	conns       int
-	rounds      int
-	warmup      time.Duration
-	duration    time.Duration
-	bundleMiB   int
-	buildRounds int
+	dialtone      string
+	agentArm64    string
+	agentArm      string
+	agent         string
+	installRounds int
+	workdir       string
+	rusage        string
+	only          map[string]bool
+	conns         int
+	rounds        int
+	warmup        time.Duration
+	duration      time.Duration
+	bundleMiB     int
+	buildRounds   int
 }
 
 func main() {
@@ -65,9 +70,11 @@ func main() {
 	flag.StringVar(&cfg.dialtone, "dialtone", "bin/dialtone", "dialtone binary under test")
 	flag.StringVar(&cfg.agentArm64, "agent-arm64", "bin/linux-arm64/dialtone-agent", "linux/arm64 agent binary")
 	flag.StringVar(&cfg.agentArm, "agent-arm", "bin/linux-arm/dialtone-agent", "linux/arm agent binary")
+	flag.StringVar(&cfg.agent, "agent", "bin/dialtone-agent", "dialtone-agent binary for this machine (install)")
+	flag.IntVar(&cfg.installRounds, "install-rounds", 3, "install: interleaved rounds")
 	flag.StringVar(&cfg.rusage, "rusage", "", "the rusage wrapper, built from ./hack/bench/rusage (required for publish)")
 	flag.StringVar(&cfg.workdir, "workdir", "", "scratch directory for data dirs and the big files (required; emptied of what bench created)")
-	flag.StringVar(&only, "only", "tuf,bundle,publish,sizes", "comma-separated benchmarks to run")
+	flag.StringVar(&only, "only", "tuf,bundle,publish,install,sizes", "comma-separated benchmarks to run")
 	flag.IntVar(&cfg.conns, "conns", 64, "tuf: concurrent keep-alive connections")
 	flag.IntVar(&cfg.rounds, "rounds", 10, "tuf: interleaved rounds (each measures ours and the reference, 304 and 200)")
 	flag.DurationVar(&cfg.warmup, "warmup", 300*time.Millisecond, "tuf: unmeasured warm-up of each run")
@@ -84,6 +91,7 @@ func main() {
 		cfg.only[strings.TrimSpace(s)] = true
 	}
 	var err error
+	cfg.agent, _ = filepath.Abs(cfg.agent)
 	if cfg.dialtone, err = filepath.Abs(cfg.dialtone); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(2)
@@ -128,7 +136,7 @@ func run(cfg config) ([]row, error) {
 		}
 	}
 	var bundle string
-	if cfg.only["bundle"] || cfg.only["publish"] {
+	if cfg.only["bundle"] || cfg.only["publish"] || cfg.only["install"] {
 		dir := filepath.Join(cfg.workdir, "bundle")
 		defer os.RemoveAll(dir)
 		err := step("bundle", func() (r []row, err error) {
@@ -141,6 +149,11 @@ func run(cfg config) ([]row, error) {
 	}
 	if cfg.only["publish"] {
 		if err := step("publish", func() ([]row, error) { return benchPublish(cfg, bundle) }); err != nil {
+			return rows, err
+		}
+	}
+	if cfg.only["install"] {
+		if err := step("install", func() ([]row, error) { return benchInstall(cfg, bundle) }); err != nil {
 			return rows, err
 		}
 	}

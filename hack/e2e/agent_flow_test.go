@@ -68,11 +68,11 @@ func TestAgentKilledAtEveryStep(t *testing.T) {
 		wantExit int
 		resumes  bool
 	}{
-		{"mid-download", 0, true},
-		{"downloaded", 0, false},
 		{"verified", 0, false},
-		{"extracting", 0, false},
-		{"mid-extract", 0, false},
+		{"downloading", 0, false},
+		{"mid-download", 0, true},
+		{"mid-extract", 0, true},
+		{"downloaded", 0, false},
 		{"installed", 0, false},
 		{"trial", 10, false},
 		{"booted", 10, false},
