@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -116,6 +117,13 @@ func benchInstall(cfg config, bundle string) ([]row, error) {
 			rss = append(rss, kib2mib(peak))
 			return nil
 		}
+		// Each measurement starts with nothing left to write back from the
+		// last round: an install ends with an fsync, and it should pay for
+		// its own bytes only.
+		syncDisk := func(f func() error) func() error {
+			return func() error { syscall.Sync(); return f() }
+		}
+		runRef, runSub = syncDisk(runRef), syncDisk(runSub)
 		first, second := runRef, runSub
 		if round%2 == 1 {
 			first, second = runSub, runRef
