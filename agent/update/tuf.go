@@ -82,6 +82,9 @@ type trust struct {
 
 func (a *Agent) refresh(ctx context.Context) (*trust, error) {
 	dir := filepath.Join(a.cfg.StateDir, "tuf")
+	// Whatever the refresh does, the state reports what the phone now
+	// trusts: a phone a mirror holds back must show it (threat A9).
+	defer func() { a.tuf = storedVersions(dir) }()
 	root, err := os.ReadFile(filepath.Join(dir, "root.json"))
 	if err != nil {
 		return nil, fmt.Errorf("no trusted root (provision the device first): %w", err)
@@ -136,22 +139,29 @@ func isTUFError(err error) bool {
 	return false
 }
 
-func (t *trust) versions() wire.TUFVersions {
-	s := t.u.GetTrustedMetadataSet()
-	v := wire.TUFVersions{}
-	if s.Root != nil {
-		v.Root = s.Root.Signed.Version
+// storedVersions reads the versions of the metadata go-tuf persisted in
+// dir. go-tuf writes a file only once it verified it completely (an expired
+// or rolled-back timestamp is held in memory for the checks that follow
+// but never persisted), so these are the versions the phone trusts.
+func storedVersions(dir string) wire.TUFVersions {
+	read := func(name string) int64 {
+		f, err := os.Open(filepath.Join(dir, name+".json"))
+		if err != nil {
+			return 0
+		}
+		defer f.Close()
+		var m struct {
+			Signed struct {
+				Version int64 `json:"version"`
+			} `json:"signed"`
+		}
+		if json.NewDecoder(io.LimitReader(f, 16<<20)).Decode(&m) != nil {
+			return 0
+		}
+		return m.Signed.Version
 	}
-	if s.Timestamp != nil {
-		v.Timestamp = s.Timestamp.Signed.Version
-	}
-	if s.Snapshot != nil {
-		v.Snapshot = s.Snapshot.Signed.Version
-	}
-	if t, ok := s.Targets[metadata.TARGETS]; ok {
-		v.Targets = t.Signed.Version
-	}
-	return v
+	return wire.TUFVersions{Root: read(metadata.ROOT), Timestamp: read(metadata.TIMESTAMP),
+		Snapshot: read(metadata.SNAPSHOT), Targets: read(metadata.TARGETS)}
 }
 
 // candidate is a firmware target this device could install.

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"syscall"
 	"time"
@@ -176,7 +177,8 @@ func New(cfg Config, slots Slots, rep Reporter) (*Agent, error) {
 			IdleConnTimeout:       90 * time.Second,
 		}}
 	}
-	return &Agent{cfg: cfg, slots: slots, rep: rep, http: hc, log: cfg.Logger, state: wire.UpdateIdle}, nil
+	return &Agent{cfg: cfg, slots: slots, rep: rep, http: hc, log: cfg.Logger, state: wire.UpdateIdle,
+		tuf: storedVersions(filepath.Join(cfg.StateDir, "tuf"))}, nil
 }
 
 func (a *Agent) event(ctx context.Context, typ, version, msg string, fields map[string]string) {
@@ -353,11 +355,9 @@ func (a *Agent) trialChecks(ctx context.Context, version string) error {
 }
 
 func (a *Agent) health(ctx context.Context) error {
-	t, err := a.refresh(ctx)
-	if err != nil {
+	if _, err := a.refresh(ctx); err != nil {
 		return fmt.Errorf("tuf metadata not fresh: %w", err)
 	}
-	a.tuf = t.versions()
 	if a.cfg.Health != nil {
 		return a.cfg.Health(ctx)
 	}
@@ -384,7 +384,6 @@ func (a *Agent) Check(ctx context.Context) (Outcome, *slot.Info, error) {
 	if err != nil {
 		return a.fail(ctx, current, err)
 	}
-	a.tuf = t.versions()
 	cands, err := t.firmwareTargets(a.cfg.Model)
 	if err != nil {
 		return a.fail(ctx, current, err)

@@ -165,13 +165,15 @@ func startMirror(t *testing.T, upstream string, rewrite func(w http.ResponseWrit
 func TestHostileMirror(t *testing.T) {
 	buildBinaries(t)
 	s := systest.StartServer(t, bins)
-	b, _ := buildSigned(t, s, "1.1.0")
-	if r := publish(t, s, b); r.Code != 0 {
-		t.Fatal("publish failed")
-	}
+	// A timestamp older than any the phone will trust, whatever order the
+	// subtests run in.
 	oldTimestamp, err := os.ReadFile(filepath.Join(s.DataDir, "tuf", "metadata", "timestamp.json"))
 	if err != nil {
 		t.Fatal(err)
+	}
+	b, _ := buildSigned(t, s, "1.1.0")
+	if r := publish(t, s, b); r.Code != 0 {
+		t.Fatal("publish failed")
 	}
 	p := systest.Provision(t, s, "phone-1", model)
 	if r := p.Once(t, s, model, hw); r.Code != 0 {
