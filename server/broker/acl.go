@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
@@ -112,8 +113,11 @@ func (h *aclHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 // OnPublish refuses retained messages outside state topics, the way mochi
 // refuses a publish that fails OnACLCheck (which cannot see the retain flag).
 func (h *aclHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if cl.Net.Inline || !pk.FixedHeader.Retain || mayRetain(pk.TopicName) {
+	if cl.Net.Inline {
 		return pk, nil
+	}
+	if !pk.FixedHeader.Retain || mayRetain(pk.TopicName) {
+		return h.ingest(cl, pk)
 	}
 	h.b.refuse("retained publish refused", "client", cl.ID, "topic", trunc(pk.TopicName))
 	switch {
@@ -126,6 +130,26 @@ func (h *aclHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 		_ = h.b.srv.DisconnectClient(cl, packets.ErrNotAuthorized)
 		return pk, packets.ErrRejectPacket
 	}
+}
+
+// ingest hands a device's report to Options.Ingest before mochi sends the
+// PUBACK (mochi acknowledges after OnPublish returns).
+func (h *aclHook) ingest(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if h.b.opts.Ingest == nil {
+		return pk, nil
+	}
+	ctx := h.b.ctx
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	if err := h.b.opts.Ingest(ctx, pk.TopicName, pk.Payload); err != nil {
+		h.b.log.Warn("report not stored: withholding its acknowledgement", "client", cl.ID, "topic", trunc(pk.TopicName), "error", err)
+		// MQTT 3.1.1 cannot refuse a publish, and a client resends an
+		// unacknowledged one only after reconnecting: disconnect it.
+		_ = h.b.srv.DisconnectClient(cl, packets.ErrUnspecifiedError)
+		return pk, packets.ErrRejectPacket
+	}
+	return pk, nil
 }
 
 // notAuthorized is the CONNACK code for "not authorized" in the client's

@@ -14,7 +14,8 @@
 // its CONNACK.
 //
 // The server side reaches the broker through Subscribe and Publish, which
-// bypass the ACL.
+// bypass the ACL, and receives devices' reports through Options.Ingest
+// before they are acknowledged.
 package broker
 
 import (
@@ -56,6 +57,13 @@ type Options struct {
 	Logger *slog.Logger
 	// TLS, if set, makes the listener TLS instead of plain TCP.
 	TLS *tls.Config
+	// Ingest, when set, receives every report a device publishes before
+	// the broker acknowledges it, on the device's connection goroutine. An
+	// error withholds the acknowledgement and disconnects the device, which
+	// sends the report again when it reconnects: an acknowledged report is
+	// a stored report. Reports Ingest rejects for good (malformed) must
+	// return nil, or the device would send them forever.
+	Ingest func(ctx context.Context, topic string, payload []byte) error
 }
 
 const (

@@ -419,3 +419,48 @@ func TestConcurrentDevices(t *testing.T) {
 		t.Errorf("server saw %d events, want %d", n, devices*each)
 	}
 }
+
+// TestIngestBeforeAcknowledgement: a report is acknowledged only once
+// Options.Ingest took it. When Ingest fails, the device gets no PUBACK and is
+// disconnected, so that it sends the report again from its outbox after
+// reconnecting; nothing is acknowledged that was not stored.
+func TestIngestBeforeAcknowledgement(t *testing.T) {
+	var (
+		mu     sync.Mutex
+		calls  int
+		stored []string
+	)
+	b := startBroker(t, broker.Options{Dev: true, Ingest: func(_ context.Context, topic string, payload []byte) error {
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		if calls == 1 {
+			return errors.New("store unavailable")
+		}
+		stored = append(stored, topic+" "+string(payload))
+		return nil
+	}})
+	topic := wire.Topic(tenant, "phone-1", wire.KindEvents)
+	lost := make(chan struct{})
+	c := device(t, b, "phone-1", func(o *mqtt.ClientOptions) {
+		o.SetAutoReconnect(false)
+		o.SetConnectionLostHandler(func(mqtt.Client, error) { close(lost) })
+	})
+	tok := c.Publish(topic, 1, false, "ev-1")
+	select {
+	case <-lost:
+	case <-time.After(waitFor):
+		t.Fatal("the device was not disconnected when its report could not be stored")
+	}
+	if tok.WaitTimeout(time.Second) && tok.Error() == nil {
+		t.Fatal("a report that was not stored was acknowledged")
+	}
+	// The device's outbox sends it again on a new connection.
+	c = device(t, b, "phone-1", nil)
+	publish(t, c, topic, 1, false, "ev-1")
+	mu.Lock()
+	defer mu.Unlock()
+	if calls != 2 || len(stored) != 1 || stored[0] != topic+" ev-1" {
+		t.Fatalf("ingest calls %d, stored %v; want the failed attempt, then one stored copy", calls, stored)
+	}
+}

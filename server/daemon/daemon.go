@@ -237,7 +237,17 @@ func Run(ctx context.Context, o Options) error {
 	}
 	defer st.Close()
 
-	bopts := broker.Options{Addr: o.MQTTAddr, Dev: o.Dev, Logger: log}
+	ing := fleet.NewIngester(st, log.With("component", "fleet"))
+	bopts := broker.Options{Addr: o.MQTTAddr, Dev: o.Dev, Logger: log,
+		// A report is stored before the broker acknowledges it, so an
+		// acknowledged event is never only in memory.
+		Ingest: func(ctx context.Context, topic string, payload []byte) error {
+			if err := ing.Handle(ctx, topic, payload); fleet.Retryable(err) {
+				return err
+			}
+			return nil // stored, or rejected for good (counted by the ingester)
+		},
+	}
 	if !o.Dev {
 		bopts.Auth = noDeviceAuth{log: log}
 	}
@@ -250,21 +260,6 @@ func Run(ctx context.Context, o Options) error {
 	}
 	defer br.Close()
 
-	ing := fleet.NewIngester(st, log.With("component", "fleet"))
-	// The embedded broker acknowledges a publish before it runs inline
-	// subscribers, so storing here, synchronously on the publishing
-	// client's goroutine, keeps the window in which an acknowledged event
-	// is only in memory as small as mochi allows.
-	for _, kind := range []string{"state", "events", "telemetry"} {
-		err := br.Subscribe("dialtone/v1/+/+/"+kind, func(topic string, payload []byte) {
-			if err := ing.Handle(ctx, topic, payload); err != nil {
-				log.Warn("report rejected", "topic", topic, "err", err)
-			}
-		})
-		if err != nil {
-			return fmt.Errorf("subscribing for ingestion: %w", err)
-		}
-	}
 	var wg sync.WaitGroup
 	h, err := api.New(api.Options{Repo: repo, Devices: st, Tokens: st, AdminToken: token, Logger: log.With("component", "api")})
 	if err != nil {

@@ -158,6 +158,13 @@ func (i *Ingester) handle(ctx context.Context, topic string, payload []byte) err
 	}
 }
 
+// Retryable reports whether err from Handle is the store's, so that a
+// redelivery may succeed; a rejected message (malformed, a device speaking
+// for another, a tenant conflict) would be rejected again.
+func Retryable(err error) bool {
+	return err != nil && !errors.Is(err, wire.ErrInvalid) && !errors.Is(err, ErrMismatch) && !errors.Is(err, store.ErrConflict)
+}
+
 // truncate bounds attacker-controlled strings in logs.
 func truncate(s string, n int) string {
 	if len(s) <= n {
