@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"math"
 	"strings"
 	"time"
 
@@ -118,17 +117,63 @@ func micros(t time.Time) int64 { return t.UnixMicro() }
 
 func fromMicros(us int64) time.Time { return time.UnixMicro(us).UTC() }
 
-func checkIDs(tenant, device string) error {
-	if tenant == "" || device == "" {
-		return fmt.Errorf("%w: empty tenant or device", wire.ErrInvalid)
-	}
-	return nil
+// sqliteTx is a write transaction with its statements, prepared on first use
+// so that a batch compiles each once.
+type sqliteTx struct {
+	tx    *sql.Tx
+	stmts map[string]*sql.Stmt
 }
 
-// deviceTenant returns the tenant device is registered with, or "" and
-// ok false if there is no such device.
-func deviceTenant(ctx context.Context, tx *sql.Tx, device string) (tenant string, ok bool, err error) {
-	err = tx.QueryRowContext(ctx, `SELECT tenant FROM devices WHERE id = ?`, device).Scan(&tenant)
+func (s *SQLite) begin(ctx context.Context) (*sqliteTx, error) {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	return &sqliteTx{tx: tx, stmts: map[string]*sql.Stmt{}}, nil
+}
+
+func (t *sqliteTx) stmt(ctx context.Context, q string) (*sql.Stmt, error) {
+	if st, ok := t.stmts[q]; ok {
+		return st, nil
+	}
+	st, err := t.tx.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	t.stmts[q] = st
+	return st, nil
+}
+
+func (t *sqliteTx) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	st, err := t.stmt(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	return st.ExecContext(ctx, args...)
+}
+
+func (t *sqliteTx) queryRow(ctx context.Context, q string, args ...any) (*sql.Row, error) {
+	st, err := t.stmt(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	return st.QueryRowContext(ctx, args...), nil
+}
+
+// rollback ends a transaction that was not committed; after Commit it does
+// nothing.
+func (t *sqliteTx) rollback() {
+	_ = t.tx.Rollback() // closes the statements too
+}
+
+// tenant returns the tenant device is registered with, or "" and ok false if
+// there is no such device.
+func (t *sqliteTx) tenant(ctx context.Context, device string) (tenant string, ok bool, err error) {
+	row, err := t.queryRow(ctx, `SELECT tenant FROM devices WHERE id = ?`, device)
+	if err != nil {
+		return "", false, err
+	}
+	err = row.Scan(&tenant)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", false, nil
 	}
@@ -139,32 +184,60 @@ func deviceTenant(ctx context.Context, tx *sql.Tx, device string) (tenant string
 }
 
 // UpsertState implements Store.
-func (s *SQLite) UpsertState(ctx context.Context, tenant string, st wire.State, received time.Time) (err error) {
-	if err := checkIDs(tenant, st.Device); err != nil {
+func (s *SQLite) UpsertState(ctx context.Context, tenant string, st wire.State, received time.Time) error {
+	if err := checkState(tenant, st); err != nil {
 		return fmt.Errorf("store: upserting state: %w", err)
 	}
-	if st.Tenant != "" && st.Tenant != tenant {
-		return fmt.Errorf("store: upserting state of %s: %w: state names tenant %q, stored under %q",
-			st.Device, ErrConflict, st.Tenant, tenant)
-	}
-	defer func() {
-		if err != nil {
-			err = fmt.Errorf("store: upserting state of %s: %w", st.Device, err)
-		}
-	}()
-
-	tx, err := s.w.BeginTx(ctx, nil)
+	tx, err := s.begin(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("store: upserting state of %s: %w", st.Device, err)
 	}
-	defer func() { _ = tx.Rollback() }()
+	defer tx.rollback()
+	if err := tx.upsertState(ctx, tenant, st, received); err != nil {
+		return fmt.Errorf("store: upserting state of %s: %w", st.Device, err)
+	}
+	if err := tx.tx.Commit(); err != nil {
+		return fmt.Errorf("store: upserting state of %s: %w", st.Device, err)
+	}
+	return nil
+}
 
+// UpsertStates implements Store.
+func (s *SQLite) UpsertStates(ctx context.Context, tenant string, states []wire.State, received time.Time) error {
+	for _, st := range states {
+		if err := checkState(tenant, st); err != nil {
+			return fmt.Errorf("store: upserting states: %w", err)
+		}
+	}
+	if len(states) == 0 {
+		return nil
+	}
+	tx, err := s.begin(ctx)
+	if err != nil {
+		return fmt.Errorf("store: upserting states: %w", err)
+	}
+	defer tx.rollback()
+	for _, st := range states {
+		if err := tx.upsertState(ctx, tenant, st, received); err != nil {
+			return fmt.Errorf("store: upserting states: state of %s: %w", st.Device, err)
+		}
+	}
+	if err := tx.tx.Commit(); err != nil {
+		return fmt.Errorf("store: upserting states: %w", err)
+	}
+	return nil
+}
+
+func (t *sqliteTx) upsertState(ctx context.Context, tenant string, st wire.State, received time.Time) error {
 	var (
 		curTenant string
 		curTime   sql.NullInt64
 	)
-	err = tx.QueryRowContext(ctx, `SELECT tenant, state_time FROM devices WHERE id = ?`, st.Device).
-		Scan(&curTenant, &curTime)
+	row, err := t.queryRow(ctx, `SELECT tenant, state_time FROM devices WHERE id = ?`, st.Device)
+	if err != nil {
+		return err
+	}
+	err = row.Scan(&curTenant, &curTime)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 	case err != nil:
@@ -175,7 +248,7 @@ func (s *SQLite) UpsertState(ctx context.Context, tenant string, st wire.State, 
 		return nil // older than what we have: ignore
 	}
 
-	_, err = tx.ExecContext(ctx, `
+	_, err = t.exec(ctx, `
 INSERT INTO devices (id, tenant, model, hardware, version, slot, update_state, online,
 	tuf_root, tuf_timestamp, tuf_snapshot, tuf_targets, state_time, last_seen)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -195,110 +268,181 @@ ON CONFLICT (id) DO UPDATE SET
 		st.Device, tenant, st.Model, st.Hardware, st.Version, st.Slot, st.UpdateState, st.Online,
 		st.TUF.Root, st.TUF.Timestamp, st.TUF.Snapshot, st.TUF.Targets,
 		micros(st.Time), micros(received))
-	if err != nil {
-		return err
-	}
-	return tx.Commit()
+	return err
 }
 
 // AddEvent implements Store.
 func (s *SQLite) AddEvent(ctx context.Context, tenant string, e wire.Event, received time.Time) (inserted bool, err error) {
-	if err := checkIDs(tenant, e.Device); err != nil {
+	fields, err := checkEvent(tenant, e)
+	if err != nil {
 		return false, fmt.Errorf("store: adding event: %w", err)
-	}
-	if e.ID == "" {
-		return false, fmt.Errorf("store: adding event: %w: empty event id", wire.ErrInvalid)
-	}
-	if e.Seq > math.MaxInt64 {
-		return false, fmt.Errorf("store: adding event %s: %w: seq %d out of range", e.ID, wire.ErrInvalid, e.Seq)
-	}
-	var fields sql.NullString
-	if len(e.Fields) > 0 {
-		b, err := json.Marshal(e.Fields)
-		if err != nil {
-			return false, fmt.Errorf("store: adding event %s: encoding fields: %w", e.ID, err)
-		}
-		fields = sql.NullString{String: string(b), Valid: true}
 	}
 	defer func() {
 		if err != nil {
 			err = fmt.Errorf("store: adding event %s of %s: %w", e.ID, e.Device, err)
 		}
 	}()
-
-	tx, err := s.w.BeginTx(ctx, nil)
+	tx, err := s.begin(ctx)
 	if err != nil {
 		return false, err
 	}
-	defer func() { _ = tx.Rollback() }()
-
-	cur, ok, err := deviceTenant(ctx, tx, e.Device)
-	switch {
-	case err != nil:
-		return false, err
-	case !ok:
-		if _, err := tx.ExecContext(ctx,
-			`INSERT INTO devices (id, tenant, last_seen) VALUES (?, ?, ?)`,
-			e.Device, tenant, micros(received)); err != nil {
-			return false, err
-		}
-	case cur != tenant:
-		return false, fmt.Errorf("%w: device registered under tenant %q, reported under %q", ErrConflict, cur, tenant)
-	}
-
-	res, err := tx.ExecContext(ctx, `
-INSERT INTO events (device, id, tenant, schema, seq, time, type, version, message, fields, received)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (device, id) DO NOTHING`,
-		e.Device, e.ID, tenant, e.Schema, int64(e.Seq), micros(e.Time), e.Type, e.Version, e.Message,
-		fields, micros(received))
-	if err != nil {
+	defer tx.rollback()
+	if err := tx.ensureDevice(ctx, tenant, e.Device, received); err != nil {
 		return false, err
 	}
-	n, err := res.RowsAffected()
-	if err != nil {
+	inserted, err = tx.addEvent(ctx, tenant, e, fields, received)
+	if err != nil || !inserted {
+		return false, err // a duplicate leaves everything as it was
+	}
+	if err := tx.raiseLastSeen(ctx, e.Device, received); err != nil {
 		return false, err
 	}
-	if n == 0 {
-		return false, nil // duplicate: leave everything as it was
-	}
-	if _, err := tx.ExecContext(ctx,
-		`UPDATE devices SET last_seen = max(last_seen, ?) WHERE id = ?`,
-		micros(received), e.Device); err != nil {
-		return false, err
-	}
-	if err := tx.Commit(); err != nil {
+	if err := tx.tx.Commit(); err != nil {
 		return false, err
 	}
 	return true, nil
 }
 
+// AddEvents implements Store.
+func (s *SQLite) AddEvents(ctx context.Context, tenant string, events []wire.Event, received time.Time) (inserted int, err error) {
+	fields := make([]string, len(events))
+	for i, e := range events {
+		if fields[i], err = checkEvent(tenant, e); err != nil {
+			return 0, fmt.Errorf("store: adding events: %w", err)
+		}
+	}
+	if len(events) == 0 {
+		return 0, nil
+	}
+	defer func() {
+		if err != nil {
+			err = fmt.Errorf("store: adding events: %w", err)
+		}
+	}()
+	tx, err := s.begin(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.rollback()
+	seen := map[string]bool{} // device → has a new event
+	for _, e := range events {
+		if _, ok := seen[e.Device]; !ok {
+			if err := tx.ensureDevice(ctx, tenant, e.Device, received); err != nil {
+				return 0, fmt.Errorf("device %s: %w", e.Device, err)
+			}
+			seen[e.Device] = false
+		}
+	}
+	for i, e := range events {
+		ok, err := tx.addEvent(ctx, tenant, e, fields[i], received)
+		if err != nil {
+			return 0, fmt.Errorf("event %s of %s: %w", e.ID, e.Device, err)
+		}
+		if ok {
+			inserted++
+			seen[e.Device] = true
+		}
+	}
+	for dev, fresh := range seen {
+		if fresh {
+			if err := tx.raiseLastSeen(ctx, dev, received); err != nil {
+				return 0, err
+			}
+		}
+	}
+	if err := tx.tx.Commit(); err != nil {
+		return 0, err
+	}
+	return inserted, nil
+}
+
+// ensureDevice creates device under tenant, seen at received, unless it
+// exists; it is ErrConflict if it exists under another tenant.
+func (t *sqliteTx) ensureDevice(ctx context.Context, tenant, device string, received time.Time) error {
+	cur, ok, err := t.tenant(ctx, device)
+	switch {
+	case err != nil:
+		return err
+	case !ok:
+		_, err := t.exec(ctx, `INSERT INTO devices (id, tenant, last_seen) VALUES (?, ?, ?)`,
+			device, tenant, micros(received))
+		return err
+	case cur != tenant:
+		return fmt.Errorf("%w: device registered under tenant %q, reported under %q", ErrConflict, cur, tenant)
+	}
+	return nil
+}
+
+// addEvent inserts e unless its device has it already.
+func (t *sqliteTx) addEvent(ctx context.Context, tenant string, e wire.Event, fields string, received time.Time) (bool, error) {
+	res, err := t.exec(ctx, `
+INSERT INTO events (device, id, tenant, schema, seq, time, type, version, message, fields, received)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (device, id) DO NOTHING`,
+		e.Device, e.ID, tenant, e.Schema, int64(e.Seq), micros(e.Time), e.Type, e.Version, e.Message,
+		sql.NullString{String: fields, Valid: fields != ""}, micros(received))
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n > 0, err
+}
+
+func (t *sqliteTx) raiseLastSeen(ctx context.Context, device string, received time.Time) error {
+	_, err := t.exec(ctx, `UPDATE devices SET last_seen = max(last_seen, ?) WHERE id = ?`, micros(received), device)
+	return err
+}
+
+// SetAttestation implements Store.
+func (s *SQLite) SetAttestation(ctx context.Context, device, state string, at time.Time) error {
+	if device == "" {
+		return fmt.Errorf("store: setting attestation: %w: empty device", wire.ErrInvalid)
+	}
+	if err := checkText(device, state); err != nil {
+		return fmt.Errorf("store: setting attestation of %q: %w", device, err)
+	}
+	res, err := s.w.ExecContext(ctx, `
+UPDATE devices SET attestation = ?, attestation_time = ?
+WHERE id = ? AND (attestation_time IS NULL OR attestation_time <= ?)`,
+		state, micros(at), device, micros(at))
+	if err != nil {
+		return fmt.Errorf("store: setting attestation of %s: %w", device, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("store: setting attestation of %s: %w", device, err)
+	}
+	if n > 0 {
+		return nil
+	}
+	// Nothing changed: an older outcome, or no such device.
+	return s.exists(ctx, "store: setting attestation of "+device, device)
+}
+
+// exists returns nil if device exists and an ErrNotFound wrapped in what
+// otherwise.
+func (s *SQLite) exists(ctx context.Context, what, device string) error {
+	var one int
+	err := s.r.QueryRowContext(ctx, `SELECT 1 FROM devices WHERE id = ?`, device).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("%s: %w", what, ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
+
+const deviceCols = `id, tenant, model, hardware, version, slot, update_state, online,
+	tuf_root, tuf_timestamp, tuf_snapshot, tuf_targets, last_seen, attestation, attestation_time`
+
 // ListDevices implements Store.
 func (s *SQLite) ListDevices(ctx context.Context, f DeviceFilter) ([]Device, error) {
-	var (
-		where []string
-		args  []any
-	)
-	if f.Tenant != "" {
-		where = append(where, "tenant = ?")
-		args = append(args, f.Tenant)
+	clauses, args, err := listClauses(f, sqliteDialect)
+	if err != nil {
+		return nil, fmt.Errorf("store: listing devices: %w", err)
 	}
-	if f.Model != "" {
-		where = append(where, "model = ?")
-		args = append(args, f.Model)
-	}
-	q := `SELECT id, tenant, model, hardware, version, slot, update_state, online,
-	tuf_root, tuf_timestamp, tuf_snapshot, tuf_targets, last_seen FROM devices`
-	if len(where) > 0 {
-		q += " WHERE " + strings.Join(where, " AND ")
-	}
-	q += " ORDER BY tenant, id"
-	if f.Limit > 0 {
-		q += " LIMIT ?"
-		args = append(args, f.Limit)
-	}
-
-	rows, err := s.r.QueryContext(ctx, q, args...)
+	rows, err := s.r.QueryContext(ctx, `SELECT `+deviceCols+` FROM devices`+clauses, args...)
 	if err != nil {
 		return nil, fmt.Errorf("store: listing devices: %w", err)
 	}
@@ -308,12 +452,17 @@ func (s *SQLite) ListDevices(ctx context.Context, f DeviceFilter) ([]Device, err
 		var (
 			d        Device
 			lastSeen int64
+			attested sql.NullInt64
 		)
 		if err := rows.Scan(&d.ID, &d.Tenant, &d.Model, &d.Hardware, &d.Version, &d.Slot, &d.UpdateState,
-			&d.Online, &d.TUF.Root, &d.TUF.Timestamp, &d.TUF.Snapshot, &d.TUF.Targets, &lastSeen); err != nil {
+			&d.Online, &d.TUF.Root, &d.TUF.Timestamp, &d.TUF.Snapshot, &d.TUF.Targets, &lastSeen,
+			&d.Attestation, &attested); err != nil {
 			return nil, fmt.Errorf("store: listing devices: %w", err)
 		}
 		d.LastSeen = fromMicros(lastSeen)
+		if attested.Valid {
+			d.Attested = fromMicros(attested.Int64)
+		}
 		out = append(out, d)
 	}
 	if err := rows.Err(); err != nil {
@@ -375,14 +524,23 @@ func (s *SQLite) Events(ctx context.Context, device string, limit int) ([]Stored
 		return nil, fmt.Errorf("store: events of %s: %w", device, err)
 	}
 	if len(out) == 0 {
-		var one int
-		err := s.r.QueryRowContext(ctx, `SELECT 1 FROM devices WHERE id = ?`, device).Scan(&one)
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil, fmt.Errorf("store: events of %s: %w", device, ErrNotFound)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("store: events of %s: %w", device, err)
+		if err := s.exists(ctx, "store: events of "+device, device); err != nil {
+			return nil, err
 		}
 	}
 	return out, nil
+}
+
+// CountEvents implements Store.
+func (s *SQLite) CountEvents(ctx context.Context, device string) (int, error) {
+	var n int
+	if err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM events WHERE device = ?`, device).Scan(&n); err != nil {
+		return 0, fmt.Errorf("store: counting events of %s: %w", device, err)
+	}
+	if n == 0 {
+		if err := s.exists(ctx, "store: counting events of "+device, device); err != nil {
+			return 0, err
+		}
+	}
+	return n, nil
 }

@@ -33,8 +33,7 @@ type Tokens interface {
 
 var _ Tokens = (*SQLite)(nil)
 
-// CreateToken implements Tokens.
-func (s *SQLite) CreateToken(ctx context.Context, t Token) error {
+func checkToken(t Token) error {
 	if t.ID == "" || len(t.Hash) == 0 || t.Role == "" {
 		return errors.New("store: creating token: id, hash and role are required")
 	}
@@ -42,6 +41,17 @@ func (s *SQLite) CreateToken(ctx context.Context, t Token) error {
 		if m == "" || strings.Contains(m, ",") {
 			return fmt.Errorf("store: creating token: bad model %q", m)
 		}
+	}
+	if err := checkText(append([]string{t.ID, t.Role, t.Description}, t.Models...)...); err != nil {
+		return fmt.Errorf("store: creating token: %w", err)
+	}
+	return nil
+}
+
+// CreateToken implements Tokens.
+func (s *SQLite) CreateToken(ctx context.Context, t Token) error {
+	if err := checkToken(t); err != nil {
+		return err
 	}
 	_, err := s.w.ExecContext(ctx, `INSERT INTO api_tokens (id, hash, role, models, description, created, expires) VALUES (?, ?, ?, ?, ?, ?, ?)`,
 		t.ID, t.Hash, t.Role, strings.Join(t.Models, ","), t.Description, micros(t.Created), micros(t.Expires))

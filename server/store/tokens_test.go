@@ -12,12 +12,23 @@ import (
 )
 
 func TestTokens(t *testing.T) {
-	ctx := context.Background()
-	s, err := store.OpenSQLite(ctx, filepath.Join(t.TempDir(), "db"))
+	s, err := store.OpenSQLite(t.Context(), filepath.Join(t.TempDir(), "db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	testTokens(t, s)
+}
+
+func TestPostgresTokens(t *testing.T) {
+	_, dsn := postgresSchema(t)
+	s := openPostgres(t, dsn)
+	defer s.Close()
+	testTokens(t, s)
+}
+
+func testTokens(t *testing.T, s store.Tokens) {
+	ctx := context.Background()
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	tok := store.Token{ID: "t1", Hash: bytes.Repeat([]byte{1}, 32), Role: "publisher", Models: []string{"dt100", "dt200"}, Created: now, Expires: now.Add(time.Hour)}
 	if err := s.CreateToken(ctx, tok); err != nil {
@@ -29,8 +40,12 @@ func TestTokens(t *testing.T) {
 	if err := s.CreateToken(ctx, store.Token{ID: "t3", Hash: []byte{2}, Role: "publisher", Models: []string{"a,b"}}); err == nil {
 		t.Fatal("a model with a comma was stored")
 	}
+	if err := s.CreateToken(ctx, store.Token{ID: "t4", Hash: []byte{4}, Role: "publisher", Description: "nul\x00"}); err == nil {
+		t.Fatal("a description with a NUL byte was stored")
+	}
 	got, err := s.TokenByHash(ctx, tok.Hash)
-	if err != nil || got.ID != "t1" || len(got.Models) != 2 || !got.Expires.Equal(tok.Expires) || !got.Revoked.IsZero() {
+	if err != nil || got.ID != "t1" || len(got.Models) != 2 || !got.Expires.Equal(tok.Expires) || !got.Revoked.IsZero() ||
+		got.Created.Location() != time.UTC || !bytes.Equal(got.Hash, tok.Hash) || got.Role != "publisher" {
 		t.Fatalf("TokenByHash = %+v, %v", got, err)
 	}
 	if _, err := s.TokenByHash(ctx, []byte{9}); !errors.Is(err, store.ErrNotFound) {
@@ -43,8 +58,8 @@ func TestTokens(t *testing.T) {
 		t.Fatalf("second revoke: %v", err)
 	}
 	got, _ = s.TokenByHash(ctx, tok.Hash)
-	if got.Revoked.IsZero() {
-		t.Fatal("revoked token not marked")
+	if !got.Revoked.Equal(now) {
+		t.Fatalf("revoked = %v, want %v", got.Revoked, now)
 	}
 	all, err := s.ListTokens(ctx)
 	if err != nil || len(all) != 1 {

@@ -1,5 +1,5 @@
 // Package storetest is the conformance suite every store.Store implementation
-// passes: SQLite now, PostgreSQL next. An implementation's tests call
+// passes: SQLite and PostgreSQL. An implementation's tests call
 // RunConformance with a function that opens a fresh, empty store, and
 // RunReopen with one that opens the same persistent store each time.
 package storetest
@@ -49,7 +49,21 @@ func RunConformance(t *testing.T, open func(t *testing.T) store.Store) {
 		{"EventSeqOutOfRange", testEventSeqOutOfRange},
 		{"EmptyIDs", testEmptyIDs},
 		{"ListFilter", testListFilter},
+		{"ListViews", testListViews},
+		{"ListSort", testListSort},
+		{"ListPages", testListPages},
+		{"ListBadFilter", testListBadFilter},
+		{"Attestation", testAttestation},
+		{"UpsertStates", testUpsertStates},
+		{"UpsertStatesAtomic", testUpsertStatesAtomic},
+		{"AddEvents", testAddEvents},
+		{"AddEventsOrder", testAddEventsOrder},
+		{"AddEventsAtomic", testAddEventsAtomic},
+		{"CountEvents", testCountEvents},
+		{"TextRejected", testTextRejected},
+		{"TimesMicrosUTC", testTimesMicrosUTC},
 		{"ConcurrentEvents", testConcurrentEvents},
+		{"ConcurrentBatches", testConcurrentBatches},
 		{"CanceledContext", testCanceledContext},
 	}
 	for _, tc := range tests {
@@ -523,6 +537,12 @@ func testCanceledContext(t *testing.T, s store.Store) {
 	}
 	if _, err := s.AddEvent(ctx, "acme", event("d1", "e1", 1, at(0)), at(0)); err == nil {
 		t.Error("AddEvent with a canceled context succeeded")
+	}
+	if err := s.UpsertStates(ctx, "acme", []wire.State{state("acme", "d1", "1", at(0))}, at(0)); err == nil {
+		t.Error("UpsertStates with a canceled context succeeded")
+	}
+	if _, err := s.AddEvents(ctx, "acme", []wire.Event{event("d1", "e1", 1, at(0))}, at(0)); err == nil {
+		t.Error("AddEvents with a canceled context succeeded")
 	}
 	if _, err := s.ListDevices(ctx, store.DeviceFilter{}); err == nil {
 		t.Error("ListDevices with a canceled context succeeded")
