@@ -91,6 +91,7 @@ func New(stdout, stderr io.Writer) *cobra.Command {
 	root.PersistentFlags().StringVar(&g.Config, "config", "", "YAML config file (default $DIALTONE_CONFIG or ~/.config/dialtone/config.yaml)")
 	root.PersistentFlags().StringVar(&g.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	root.AddCommand(serverCmd(g), firmwareCmd(g), keysCmd(g), devicesCmd(g), tufCmd(g), tokensCmd(g))
+	root.AddCommand(brokerCmd(g))
 	return root
 }
 
