@@ -68,7 +68,7 @@ type runOptions struct {
 	Model    string
 	Hardware string
 	Channel  string
-	Slot     string
+	Slots    slotOptions
 	Once     bool
 	Interval time.Duration
 	// Download
@@ -94,12 +94,12 @@ func (o *runOptions) AddFlags(cmd *cobra.Command) {
 	f.StringVar(&o.Model, "model", "", "phone model")
 	f.StringVar(&o.Hardware, "hardware", "", "hardware revision")
 	f.StringVar(&o.Channel, "channel", "stable", "release channel")
-	f.StringVar(&o.Slot, "slot", "dir", "slot backend: dir")
 	f.BoolVar(&o.Once, "once", false, "run one check-install-report cycle and exit with a status that says what happened (0 installed, 10 no update, 20 refused, 21 rolled back, 1 error)")
 	f.DurationVar(&o.Interval, "interval", time.Hour, "time between update checks (jittered ±10%)")
 	f.DurationVar(&o.IdleTimeout, "download-idle-timeout", time.Minute, "give up a download attempt after this long without data")
 	f.IntVar(&o.Attempts, "download-attempts", 3, "download attempts per check, each resuming the last")
 	f.StringVar(&o.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
+	o.Slots.AddFlags(cmd)
 	f.StringVar(&o.TPM, "tpm", "", "TPM holding the anti-rollback floor: device:/dev/tpmrm0 or swtpm:HOST:PORT (none: the floor lives in the state dir and the phone reports insecure-floor)")
 	f.Uint32Var(&o.FloorIndex, "floor-nv-index", floor.DefaultIndex, "TPM NV index of the anti-rollback floor")
 	f.StringVar(&o.Window, "maintenance-window", "", "activate new images only between HH:MM-HH:MM local time (default: any time)")
@@ -116,8 +116,8 @@ func (o *runOptions) Validate() error {
 	if len(missing) > 0 {
 		return fmt.Errorf("required: %s (flags, DIALTONE_* variables or the config file)", strings.Join(missing, ", "))
 	}
-	if o.Slot != "dir" {
-		return fmt.Errorf("--slot %q: only the dir backend exists yet", o.Slot)
+	if err := o.Slots.Validate(); err != nil {
+		return err
 	}
 	if !strings.HasPrefix(o.Broker, "mqtt://") && !strings.HasPrefix(o.Broker, "mqtts://") {
 		return fmt.Errorf("--broker %q: want mqtt://HOST:PORT or mqtts://HOST:PORT", o.Broker)
@@ -224,6 +224,7 @@ type provisionOptions struct {
 	Model          string
 	FactoryVersion string
 	DeviceID       string
+	Slots          slotOptions
 }
 
 func provisionCmd(stdout io.Writer) *cobra.Command {
@@ -246,7 +247,10 @@ func provisionCmd(stdout io.Writer) *cobra.Command {
 			if err := update.Provision(o.StateDir, root); err != nil {
 				return err
 			}
-			if _, err := slot.ProvisionDir(filepath.Join(o.StateDir, "slots"), slot.Info{Model: o.Model, Version: o.FactoryVersion}); err != nil {
+			if err := o.Slots.Validate(); err != nil {
+				return &ExitCodeError{Code: ExitUsage, Err: err}
+			}
+			if err := o.Slots.provision(cmd.Context(), o.StateDir, slot.Info{Model: o.Model, Version: o.FactoryVersion}); err != nil {
 				return err
 			}
 			id := o.DeviceID
@@ -272,6 +276,7 @@ func provisionCmd(stdout io.Writer) *cobra.Command {
 	cmd.Flags().StringVar(&o.Model, "model", "", "phone model of the factory image")
 	cmd.Flags().StringVar(&o.FactoryVersion, "factory-version", "0.0.0", "version of the factory image in slot A")
 	cmd.Flags().StringVar(&o.DeviceID, "device-id", "", "device ID (default: random)")
+	o.Slots.AddFlags(cmd)
 	_ = cmd.MarkFlagRequired("root")
 	return cmd
 }
@@ -293,7 +298,7 @@ func Run(ctx context.Context, o *runOptions, log *slog.Logger) error {
 			return err
 		}
 	}
-	slots, err := slot.OpenDir(filepath.Join(o.StateDir, "slots"))
+	slots, err := o.Slots.open(ctx, o.StateDir)
 	if err != nil {
 		return err
 	}
@@ -355,11 +360,17 @@ func Run(ctx context.Context, o *runOptions, log *slog.Logger) error {
 			if err := rep.Flush(hctx); err != nil {
 				return fmt.Errorf("broker not reached: %w", err)
 			}
-			st, err := slots.Status()
+			// On the dir backend the image's own self-test runs here; on a
+			// phone the booted image runs its own.
+			d, ok := slots.(*slot.Dir)
+			if !ok {
+				return nil
+			}
+			st, err := d.Status()
 			if err != nil {
 				return err
 			}
-			return selfTest(ctx, slots.Path(st.Active), log)
+			return selfTest(ctx, d.Path(st.Active), log)
 		},
 		Crash: crashHook(),
 	}
@@ -430,6 +441,11 @@ func Run(ctx context.Context, o *runOptions, log *slog.Logger) error {
 	// Every start is a boot: a trial slot is committed or rolled back here.
 	if out, err := ag.Start(ctx); err != nil {
 		log.Error("boot checks", "outcome", out, "err", err)
+		if errors.Is(err, update.ErrRebootPending) {
+			if _, rerr := o.Slots.reboot(ctx); rerr != nil {
+				log.Error("rebooting into the trial slot", "err", rerr)
+			}
+		}
 		if o.Once {
 			return &ExitCodeError{Code: outcomeExit[out], Err: err}
 		}
@@ -447,9 +463,15 @@ func Run(ctx context.Context, o *runOptions, log *slog.Logger) error {
 		}()
 		out, _, err := ag.Check(cctx)
 		if out == update.Installed {
-			// The dir backend reboots by running the boot sequence again.
 			log.Info("rebooting into the new slot")
-			out, err = ag.Start(ctx)
+			inProcess, rerr := o.Slots.reboot(ctx)
+			switch {
+			case rerr != nil:
+				return update.Failed, rerr
+			case inProcess:
+				// The dir backend reboots by running the boot sequence again.
+				out, err = ag.Start(ctx)
+			}
 		}
 		return out, err
 	}

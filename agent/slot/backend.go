@@ -10,9 +10,11 @@ import "context"
 //   - Every state change is atomic with respect to a crash or power cut:
 //     after a restart, Status shows either the state before or the state
 //     after the call, never a mix.
-//   - Boot is called once per start of the agent. On a trial boot it counts
-//     the attempt; once the attempts pass the boot limit the committed slot
-//     is active again, as a bootloader would decide.
+//   - Boot is called once per start of the agent. It reports what the boot
+//     counter decided: the dir backend counts the attempt itself, the uboot
+//     backend reads what U-Boot counted. Once the attempts pass the boot
+//     limit the committed slot is active again. A trial slot the
+//     bootloader has not started yet is ErrTrialNotBooted (uboot).
 type Backend interface {
 	Status() (Status, error)
 	BeginInstall(ctx context.Context) (Installer, error)

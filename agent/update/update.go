@@ -247,6 +247,12 @@ func (a *Agent) raiseFloor(ctx context.Context, version string) error {
 // boot, runs the health checks and commits the slot or rolls back.
 func (a *Agent) Start(ctx context.Context) (Outcome, error) {
 	st, err := a.slots.Boot(ctx)
+	if errors.Is(err, slot.ErrTrialNotBooted) {
+		// The agent restarted between setting the trial and the reboot:
+		// nothing to check or commit until the bootloader ran the slot.
+		a.setState(ctx, wire.UpdateInstalled)
+		return Deferred, fmt.Errorf("%w: %w", ErrRebootPending, err)
+	}
 	if err != nil {
 		return Failed, fmt.Errorf("boot: %w", err)
 	}
@@ -363,6 +369,9 @@ func (a *Agent) health(ctx context.Context) error {
 	}
 	return nil
 }
+
+// ErrRebootPending means a trial slot is set and waits for a reboot.
+var ErrRebootPending = errors.New("reboot pending")
 
 // ErrDeferred means an installed image waits to be activated.
 var ErrDeferred = errors.New("activation deferred")
