@@ -15,6 +15,7 @@ type serverOptions struct {
 	MQTT    string
 	Dev     bool
 	Targets string
+	Store   string
 }
 
 func (o *serverOptions) AddFlags(cmd *cobra.Command) {
@@ -22,6 +23,7 @@ func (o *serverOptions) AddFlags(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&o.HTTP, "http", "127.0.0.1:7080", "HTTP listen address (port 0 picks a free port; see DATA/server.json)")
 	cmd.Flags().StringVar(&o.MQTT, "mqtt", "127.0.0.1:7883", "embedded MQTT broker listen address (port 0 picks a free port)")
 	cmd.Flags().StringVar(&o.Targets, "targets-bucket", "", "where target files (bundles, signatures) are stored and served from: a gocloud.dev blob URL, e.g. s3://BUCKET?region=eu-west-1 or, for an S3-compatible server, s3://BUCKET?endpoint=http://127.0.0.1:9000&use_path_style=true&region=us-east-1&disable_https=true (credentials from the AWS_* environment); empty keeps them in DATA/tuf/targets")
+	cmd.Flags().StringVar(&o.Store, "store", "", "fleet store: a PostgreSQL DSN (postgres://USER@HOST:5432/DB?sslmode=…); empty keeps SQLite in the data directory")
 	cmd.Flags().BoolVar(&o.Dev, "dev", false, "development mode: generate all keys on first start and let devices in by name. NEVER in production")
 }
 
@@ -47,7 +49,7 @@ func serverCmd(g *globalOptions) *cobra.Command {
 				fmt.Fprintf(g.stderr, devBanner, o.DataDir)
 			}
 			return daemon.Run(ctx, daemon.Options{
-				DataDir: o.DataDir, HTTPAddr: o.HTTP, MQTTAddr: o.MQTT, Dev: o.Dev, TargetsBucket: o.Targets, Logger: g.logger(),
+				DataDir: o.DataDir, HTTPAddr: o.HTTP, MQTTAddr: o.MQTT, Dev: o.Dev, TargetsBucket: o.Targets, Store: o.Store, Logger: g.logger(),
 			})
 		},
 	}

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,6 +27,7 @@ import (
 	"github.com/dialtone-dev/dialtone/server/api"
 	"github.com/dialtone-dev/dialtone/server/broker"
 	"github.com/dialtone-dev/dialtone/server/fleet"
+	"github.com/dialtone-dev/dialtone/server/rollout"
 	"github.com/dialtone-dev/dialtone/server/store"
 	"github.com/dialtone-dev/dialtone/server/tufrepo"
 	"github.com/sigstore/sigstore/pkg/signature"
@@ -52,12 +54,40 @@ type Options struct {
 	// see tufrepo.OpenTargetsBucket) where the repository stores and
 	// serves target files; by default they stay in DataDir/tuf/targets.
 	TargetsBucket string
+	// Store, when set, is a PostgreSQL DSN (postgres://…) for the fleet
+	// store; by default it is SQLite in DataDir.
+	Store string
 	// Dev bootstraps missing keys and repository with development keys and
 	// lets devices onto the broker by name alone. Never for production.
 	Dev    bool
 	Logger *slog.Logger
 	// Ready, when set, is called once the server listens.
 	Ready func(Addrs)
+}
+
+// fleetStore is the fleet store with its API tokens: SQLite or PostgreSQL.
+type fleetStore interface {
+	store.Store
+	store.Tokens
+}
+
+func openStore(ctx context.Context, o Options) (fleetStore, error) {
+	if o.Store == "" {
+		return store.OpenSQLite(ctx, filepath.Join(o.DataDir, DBFile))
+	}
+	if !strings.HasPrefix(o.Store, "postgres://") && !strings.HasPrefix(o.Store, "postgresql://") {
+		return nil, fmt.Errorf("--store %q: want a postgres:// DSN (or nothing for SQLite in the data directory)", redactDSN(o.Store))
+	}
+	return store.OpenPostgres(ctx, o.Store)
+}
+
+// redactDSN keeps a password out of an error message.
+func redactDSN(dsn string) string {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return "(unparsable)"
+	}
+	return u.Redacted()
 }
 
 // Addrs are the addresses a running server listens on; also written to
@@ -231,7 +261,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	st, err := store.OpenSQLite(ctx, filepath.Join(o.DataDir, DBFile))
+	st, err := openStore(ctx, o)
 	if err != nil {
 		return err
 	}
@@ -261,7 +291,11 @@ func Run(ctx context.Context, o Options) error {
 	defer br.Close()
 
 	var wg sync.WaitGroup
-	h, err := api.New(api.Options{Repo: repo, Devices: st, Tokens: st, AdminToken: token, Logger: log.With("component", "api")})
+	ro := rollout.New(st, br, log.With("component", "rollout"))
+	if err := ro.Restore(ctx); err != nil {
+		return err
+	}
+	h, err := api.New(api.Options{Repo: repo, Devices: st, Tokens: st, Rollouts: ro, AdminToken: token, Logger: log.With("component", "api")})
 	if err != nil {
 		return err
 	}

@@ -151,6 +151,16 @@ type Store interface {
 	// ErrNotFound.
 	CountEvents(ctx context.Context, device string) (int, error)
 
+	// SetDesired records the version a rollout wants device to run ("" for
+	// none) and returns it with the device's tenant; an unknown device is
+	// ErrNotFound. A change older (by at) than the recorded one is ignored
+	// and the recorded one returned.
+	SetDesired(ctx context.Context, device, version string, at time.Time) (Desired, error)
+
+	// DesiredVersions lists every device whose desired version was ever
+	// set, withdrawn ones (Version "") included, by tenant and ID.
+	DesiredVersions(ctx context.Context) ([]Desired, error)
+
 	// Close releases the store's resources.
 	Close() error
 }

@@ -54,6 +54,7 @@ func RunConformance(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ListPages", testListPages},
 		{"ListBadFilter", testListBadFilter},
 		{"Attestation", testAttestation},
+		{"Desired", testDesired},
 		{"UpsertStates", testUpsertStates},
 		{"UpsertStatesAtomic", testUpsertStatesAtomic},
 		{"AddEvents", testAddEvents},

@@ -1,0 +1,9 @@
+-- The version a rollout wants a device to run (server/rollout).
+
+-- +goose Up
+ALTER TABLE devices ADD COLUMN desired_version TEXT NOT NULL DEFAULT '';
+ALTER TABLE devices ADD COLUMN desired_time INTEGER; -- NULL until first set
+
+-- +goose Down
+ALTER TABLE devices DROP COLUMN desired_time;
+ALTER TABLE devices DROP COLUMN desired_version;
