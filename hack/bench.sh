@@ -14,7 +14,11 @@
 #            sha256sum of the same file; >= 0.7x its MiB/s
 #   publish  peak RSS of the server and of `dialtone firmware publish`
 #            while a 512 MiB bundle is published; < 64 MiB each
-#   sizes    stripped linux/arm64 and linux/arm dialtone-agent (no target)
+#   install  `dialtone-agent --once` installing the 512 MiB bundle from a dev
+#            server vs `curl -o /dev/null` + sha256sum of the same file,
+#            >= 0.7x; the agent's peak RSS installing (< 25 MiB) and its
+#            RSS idle in daemon mode (< 15 MiB)
+#   sizes    stripped linux/arm64 (< 20 MiB) and linux/arm dialtone-agent
 #
 # Needs sha256sum (coreutils) and about 2 GiB free in $TMPDIR (default
 # /tmp); everything it writes there is deleted on exit. The bundle figures
