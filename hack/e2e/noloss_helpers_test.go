@@ -44,6 +44,7 @@ func buildFleetsim(t *testing.T) string {
 // server picks new ports on every start).
 type devServer struct {
 	bin, dataDir, http, mqtt string
+	extra                    []string            // more `dialtone server` flags (--store)
 	log                      testutil.SyncBuffer // every run's output, in order
 
 	mu     sync.Mutex
@@ -54,10 +55,10 @@ type devServer struct {
 
 // startDevServer starts a dev server with a fresh data directory on two
 // free ports; it is killed in t.Cleanup.
-func startDevServer(t *testing.T, bin string) *devServer {
+func startDevServer(t *testing.T, bin string, extra ...string) *devServer {
 	t.Helper()
 	s := &devServer{bin: bin, dataDir: filepath.Join(t.TempDir(), "server"),
-		http: testutil.FreeAddr(t), mqtt: testutil.FreeAddr(t)}
+		http: testutil.FreeAddr(t), mqtt: testutil.FreeAddr(t), extra: extra}
 	t.Cleanup(func() {
 		s.signal(t, syscall.SIGKILL)
 		if t.Failed() {
@@ -85,7 +86,7 @@ func (s *devServer) start(t *testing.T) {
 	}
 	s.starts++
 	fmt.Fprintf(&s.log, "=== start %d at %s\n", s.starts, time.Now().Format("15:04:05.000"))
-	cmd := exec.Command(s.bin, "server", "--dev", "--data-dir", s.dataDir, "--http", s.http, "--mqtt", s.mqtt)
+	cmd := exec.Command(s.bin, append([]string{"server", "--dev", "--data-dir", s.dataDir, "--http", s.http, "--mqtt", s.mqtt}, s.extra...)...)
 	cmd.Env = append(os.Environ(), "DIALTONE_CONFIG=/dev/null")
 	cmd.Stdout, cmd.Stderr = &s.log, &s.log
 	if err := cmd.Start(); err != nil {

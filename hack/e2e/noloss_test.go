@@ -40,6 +40,10 @@ var nolossSetups = []struct {
 	{"embedded-broker+sqlite", func(t *testing.T) nolossServer {
 		return embeddedSetup{startDevServer(t, bins.Server)}
 	}},
+	{"embedded-broker+postgres", func(t *testing.T) nolossServer {
+		dsn := postgresDatabase(t)
+		return embeddedPGSetup{embeddedSetup{startDevServer(t, bins.Server, "--store", dsn)}, dsn}
+	}},
 }
 
 // embeddedSetup is the dev server: mochi embedded in the server process,
