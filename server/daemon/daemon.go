@@ -326,6 +326,9 @@ func Run(ctx context.Context, o Options) error {
 	case err := <-errc:
 		return fmt.Errorf("http server: %w", err)
 	}
+	ist := ing.Stats()
+	log.Info("ingestion totals", "stored", ist.Stored, "duplicates", ist.Duplicates, "telemetry", ist.Telemetry,
+		"rejected", ist.Rejected, "failed", ist.Failed)
 	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	err = srv.Shutdown(shutCtx)
