@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/dialtone-dev/dialtone/internal/wire"
@@ -79,7 +80,7 @@ func DecodeDesiredRequest(r io.Reader) (DesiredRequest, error) {
 	if err := dec.Decode(&dr); err != nil {
 		return dr, fmt.Errorf("%w: %v", ErrForm, err)
 	}
-	if dr.Version != "" && (len(dr.Version) > 64 || !semver.IsValid("v"+dr.Version)) {
+	if dr.Version != "" && (len(dr.Version) > 64 || !semver.IsValid("v"+dr.Version) || semver.Canonical("v"+dr.Version) != "v"+strings.SplitN(dr.Version, "+", 2)[0]) {
 		return dr, fmt.Errorf("%w: version %q is not MAJOR.MINOR.PATCH", ErrForm, dr.Version)
 	}
 	return dr, nil
