@@ -164,6 +164,19 @@ func readSQLiteEvents(t *testing.T, path, tenant string) []storedEvent {
 		t.Fatalf("reading the store %s: %v", path, err)
 	}
 	defer rows.Close()
+	return scanStoredEvents(t, rows)
+}
+
+// eventRows is what database/sql's and pgx's result rows both offer.
+type eventRows interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+}
+
+// scanStoredEvents reads rows of (device, id, seq, fields as JSON text).
+func scanStoredEvents(t *testing.T, rows eventRows) []storedEvent {
+	t.Helper()
 	var out []storedEvent
 	for rows.Next() {
 		var e storedEvent

@@ -4,10 +4,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"net/url"
 	"os"
-	"strconv"
 	"testing"
 	"time"
 
@@ -74,25 +72,5 @@ func (e embeddedPGSetup) Events(t *testing.T, tenant string) []storedEvent {
 		t.Fatalf("reading the store: %v", err)
 	}
 	defer rows.Close()
-	var out []storedEvent
-	for rows.Next() {
-		var e storedEvent
-		var fields string
-		if err := rows.Scan(&e.Device, &e.ID, &e.Seq, &fields); err != nil {
-			t.Fatal(err)
-		}
-		var f map[string]string
-		if fields != "" {
-			if err := json.Unmarshal([]byte(fields), &f); err != nil {
-				t.Fatalf("event %s/%s: fields %q: %v", e.Device, e.ID, fields, err)
-			}
-		}
-		e.N, _ = strconv.Atoi(f["n"])
-		e.Run = f["run"]
-		out = append(out, e)
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return scanStoredEvents(t, rows)
 }
