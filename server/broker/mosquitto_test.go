@@ -1,16 +1,8 @@
 package broker_test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -24,180 +16,8 @@ import (
 	"github.com/dialtone-dev/dialtone/internal/testutil"
 	"github.com/dialtone-dev/dialtone/internal/wire"
 	"github.com/dialtone-dev/dialtone/server/broker"
+	"github.com/dialtone-dev/dialtone/server/broker/brokertest"
 )
-
-// testPKI is a throwaway CA that issues the broker's certificate and client
-// certificates (CN = device ID or server identity) as PEM files Mosquitto
-// reads.
-type testPKI struct {
-	dir    string
-	ca     *x509.Certificate
-	caKey  *ecdsa.PrivateKey
-	caFile string
-	pool   *x509.CertPool
-	serial int64
-}
-
-func newTestPKI(t *testing.T, dir, name string) *testPKI {
-	t.Helper()
-	key := genKey(t)
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatalf("creating CA: %v", err)
-	}
-	ca, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &testPKI{dir: dir, ca: ca, caKey: key, caFile: filepath.Join(dir, name+".pem"), pool: x509.NewCertPool(), serial: 1}
-	p.pool.AddCert(ca)
-	writePEM(t, p.caFile, "CERTIFICATE", der)
-	return p
-}
-
-// issue makes a certificate for cn — a TLS server certificate for
-// 127.0.0.1 if server — and writes it and its key to dir/cn.pem and
-// dir/cn.key.
-func (p *testPKI) issue(t *testing.T, cn string, server bool) (certFile, keyFile string, cert tls.Certificate) {
-	t.Helper()
-	key := genKey(t)
-	p.serial++
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(p.serial),
-		Subject:      pkix.Name{CommonName: cn},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	if server {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
-		tmpl.DNSNames = []string{"localhost"}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &key.PublicKey, p.caKey)
-	if err != nil {
-		t.Fatalf("issuing %s: %v", cn, err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(p.dir, cn+".pem"), filepath.Join(p.dir, cn+".key")
-	writePEM(t, certFile, "CERTIFICATE", der)
-	writePEM(t, keyFile, "EC PRIVATE KEY", kder)
-	return certFile, keyFile, tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
-
-// clientTLS is the TLS configuration of a client with cn's certificate
-// that trusts this CA's broker.
-func (p *testPKI) clientTLS(t *testing.T, cn string) *tls.Config {
-	t.Helper()
-	_, _, cert := p.issue(t, cn, false)
-	return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: p.pool, Certificates: []tls.Certificate{cert}}
-}
-
-func genKey(t *testing.T) *ecdsa.PrivateKey {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-func writePEM(t *testing.T, path, typ string, der []byte) {
-	t.Helper()
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// extMosquitto is a real Mosquitto configured by broker.MosquittoConfig.
-type extMosquitto struct {
-	*testutil.Mosquitto
-	pki  *testPKI
-	tls  string // "127.0.0.1:PORT" of the TLS listener
-	opts broker.MosquittoOptions
-}
-
-// startExtMosquitto starts Mosquitto with the generated configuration on a
-// free port, after adjust (which may be nil) changed the options. Besides
-// its TLS listener, the broker keeps testutil's plain one (m.Addr), which
-// accepts nobody: there is no password file and anonymous access is off.
-func startExtMosquitto(t *testing.T, adjust func(*broker.MosquittoOptions)) *extMosquitto {
-	t.Helper()
-	dir := t.TempDir()
-	p := newTestPKI(t, dir, "dialtone-test-ca")
-	certFile, keyFile, _ := p.issue(t, "mosquitto", true)
-	addr := testutil.FreeAddr(t)
-	_, port, _ := net.SplitHostPort(addr)
-	n, _ := strconv.Atoi(port)
-	opts := broker.MosquittoOptions{
-		Port:           n,
-		Bind:           "127.0.0.1",
-		CAFile:         p.caFile,
-		CertFile:       certFile,
-		KeyFile:        keyFile,
-		ACLFile:        filepath.Join(dir, "acl"),
-		PersistenceDir: filepath.Join(dir, "db"),
-		LogFile:        filepath.Join(dir, "mosquitto.log"),
-		LogDenials:     true,
-	}
-	if err := os.Mkdir(opts.PersistenceDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if adjust != nil {
-		adjust(&opts)
-	}
-	conf, acl, err := broker.MosquittoConfig(opts)
-	if err != nil {
-		t.Fatalf("MosquittoConfig: %v", err)
-	}
-	if err := os.WriteFile(opts.ACLFile, []byte(acl), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	m := testutil.NewMosquitto(t, conf)
-	t.Cleanup(func() {
-		if t.Failed() {
-			b, _ := os.ReadFile(opts.LogFile)
-			t.Logf("mosquitto log file:\n%s", b)
-		}
-	})
-	return &extMosquitto{Mosquitto: m, pki: p, tls: addr, opts: opts}
-}
-
-// connect connects a client with cn's certificate (clientID as given;
-// Mosquitto replaces it with the CN).
-func (m *extMosquitto) connect(t *testing.T, cn, clientID string, configure func(*mqtt.ClientOptions)) mqtt.Client {
-	t.Helper()
-	c, err := m.tryConnect(m.pki.clientTLS(t, cn), clientID, configure)
-	if err != nil {
-		t.Fatalf("connecting as %s: %v", cn, err)
-	}
-	t.Cleanup(func() { c.Disconnect(100) })
-	return c
-}
-
-func (m *extMosquitto) tryConnect(cfg *tls.Config, clientID string, configure func(*mqtt.ClientOptions)) (mqtt.Client, error) {
-	return testutil.TryConnectMQTT(m.tls, clientID, func(o *mqtt.ClientOptions) {
-		o.Servers = nil
-		o.AddBroker("ssl://" + m.tls)
-		o.SetTLSConfig(cfg)
-		if configure != nil {
-			configure(o)
-		}
-	})
-}
 
 // denials collects what WatchMosquittoLog reports.
 type denials struct {
@@ -354,12 +174,12 @@ func TestMosquittoConfig(t *testing.T) {
 }
 
 func TestMosquittoDeviceACL(t *testing.T) {
-	m := startExtMosquitto(t, nil)
-	seen := watchDenials(t, m.opts.LogFile)
-	srv := m.connect(t, broker.DefaultServerIdentity, "ignored", nil)
+	m := brokertest.Start(t, nil)
+	seen := watchDenials(t, m.Opts.LogFile)
+	srv := m.Connect(t, broker.DefaultServerIdentity, "ignored", nil)
 	reports := testutil.Subscribe(t, srv, wire.TopicRoot+"/#")
 
-	a := m.connect(t, "phone-a", "phone-a", nil)
+	a := m.Connect(t, "phone-a", "phone-a", nil)
 	publish(t, a, wire.Topic(tenant, "phone-a", wire.KindState), 1, true, "a-state")
 	publish(t, a, wire.Topic(tenant, "phone-a", wire.KindEvents), 1, false, "a-event")
 	publish(t, a, wire.Topic(tenant, "phone-a", wire.KindTelemetry), 0, false, "a-telemetry")
@@ -368,7 +188,7 @@ func TestMosquittoDeviceACL(t *testing.T) {
 	})
 
 	// Device B, subscribed to its commands, to see what A's attempts reach.
-	b := m.connect(t, "phone-b", "phone-b", nil)
+	b := m.Connect(t, "phone-b", "phone-b", nil)
 	bGot := testutil.Subscribe(t, b, wire.Topic(tenant, "phone-b", wire.KindCmd))
 
 	// A speaks for B, and sends commands: dropped (MQTT 3.1.1 still
@@ -422,23 +242,23 @@ func TestMosquittoDeviceACL(t *testing.T) {
 }
 
 func TestMosquittoClientIDIsTheCertificateCN(t *testing.T) {
-	m := startExtMosquitto(t, nil)
+	m := brokertest.Start(t, nil)
 	// The server's persistent session, offline with reports queued.
-	srv := m.connect(t, broker.DefaultServerIdentity, broker.DefaultServerIdentity, func(o *mqtt.ClientOptions) { o.SetCleanSession(false) })
+	srv := m.Connect(t, broker.DefaultServerIdentity, broker.DefaultServerIdentity, func(o *mqtt.ClientOptions) { o.SetCleanSession(false) })
 	testutil.Subscribe(t, srv, wire.TopicRoot+"/#")
 	srv.Disconnect(100)
-	dev := m.connect(t, "phone-a", "phone-a", nil)
+	dev := m.Connect(t, "phone-a", "phone-a", nil)
 	publish(t, dev, wire.Topic(tenant, "phone-a", wire.KindEvents), 1, false, "queued-1")
 
 	// A device claiming the server's client ID gets its own CN instead:
 	// it neither takes over nor discards the server's session.
-	thief := m.connect(t, "phone-b", broker.DefaultServerIdentity, func(o *mqtt.ClientOptions) { o.SetCleanSession(false) })
+	thief := m.Connect(t, "phone-b", broker.DefaultServerIdentity, func(o *mqtt.ClientOptions) { o.SetCleanSession(false) })
 	stolen := testutil.Subscribe(t, thief, wire.Topic(tenant, "phone-b", wire.KindCmd))
 	publish(t, dev, wire.Topic(tenant, "phone-a", wire.KindEvents), 1, false, "queued-2")
 	thief.Disconnect(100)
 
 	back := &testutil.Collector{}
-	m.connect(t, broker.DefaultServerIdentity, broker.DefaultServerIdentity, func(o *mqtt.ClientOptions) {
+	m.Connect(t, broker.DefaultServerIdentity, broker.DefaultServerIdentity, func(o *mqtt.ClientOptions) {
 		o.SetCleanSession(false)
 		o.SetDefaultPublishHandler(back.Handler)
 	})
@@ -451,20 +271,20 @@ func TestMosquittoClientIDIsTheCertificateCN(t *testing.T) {
 }
 
 func TestMosquittoRefusesClientsWithoutAValidCertificate(t *testing.T) {
-	m := startExtMosquitto(t, nil)
-	other := newTestPKI(t, t.TempDir(), "another-ca")
-	_, _, foreign := other.issue(t, "phone-a", false)
-	_, _, valid := m.pki.issue(t, "phone-a", false)
+	m := brokertest.Start(t, nil)
+	other := testutil.NewPKI(t, t.TempDir(), "another-ca")
+	_, _, foreign := other.Issue(t, "phone-a", false)
+	_, _, valid := m.PKI.Issue(t, "phone-a", false)
 	for _, tc := range []struct {
 		name string
 		cfg  *tls.Config
 	}{
-		{"no client certificate", &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: m.pki.pool}},
-		{"certificate from another CA", &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: m.pki.pool, Certificates: []tls.Certificate{foreign}}},
-		{"TLS 1.1", &tls.Config{MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11, RootCAs: m.pki.pool, Certificates: []tls.Certificate{valid}}},
+		{"no client certificate", &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: m.PKI.Pool}},
+		{"certificate from another CA", &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: m.PKI.Pool, Certificates: []tls.Certificate{foreign}}},
+		{"TLS 1.1", &tls.Config{MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11, RootCAs: m.PKI.Pool, Certificates: []tls.Certificate{valid}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c, err := m.tryConnect(tc.cfg, "phone-a", func(o *mqtt.ClientOptions) { o.SetConnectTimeout(3 * time.Second) })
+			c, err := m.TryConnect(tc.cfg, "phone-a", func(o *mqtt.ClientOptions) { o.SetConnectTimeout(3 * time.Second) })
 			if err == nil {
 				c.Disconnect(0)
 				t.Fatal("connected")
@@ -482,13 +302,13 @@ func TestMosquittoRefusesClientsWithoutAValidCertificate(t *testing.T) {
 		t.Fatal("plain connection with a username accepted")
 	}
 	// A valid device certificate works.
-	m.connect(t, "phone-a", "phone-a", nil)
+	m.Connect(t, "phone-a", "phone-a", nil)
 }
 
 func TestMosquittoLongTopicDenialIsReportedCut(t *testing.T) {
-	m := startExtMosquitto(t, nil)
-	seen := watchDenials(t, m.opts.LogFile)
-	a := m.connect(t, "phone-a", "phone-a", nil)
+	m := brokertest.Start(t, nil)
+	seen := watchDenials(t, m.Opts.LogFile)
+	a := m.Connect(t, "phone-a", "phone-a", nil)
 	long := wire.Topic(tenant, "phone-b", wire.KindEvents) + "/" + strings.Repeat("x", 3000)
 	publish(t, a, long, 1, false, "long")
 	deadline := time.Now().Add(waitFor)
@@ -510,12 +330,12 @@ func TestMosquittoLongTopicDenialIsReportedCut(t *testing.T) {
 }
 
 func TestMosquittoQueueOverflowIsReported(t *testing.T) {
-	m := startExtMosquitto(t, func(o *broker.MosquittoOptions) { o.MaxQueuedMessages = 2 })
-	seen := watchDenials(t, m.opts.LogFile)
-	srv := m.connect(t, broker.DefaultServerIdentity, "x", func(o *mqtt.ClientOptions) { o.SetCleanSession(false) })
+	m := brokertest.Start(t, func(o *broker.MosquittoOptions) { o.MaxQueuedMessages = 2 })
+	seen := watchDenials(t, m.Opts.LogFile)
+	srv := m.Connect(t, broker.DefaultServerIdentity, "x", func(o *mqtt.ClientOptions) { o.SetCleanSession(false) })
 	testutil.Subscribe(t, srv, wire.TopicRoot+"/#")
 	srv.Disconnect(100)
-	dev := m.connect(t, "phone-a", "phone-a", nil)
+	dev := m.Connect(t, "phone-a", "phone-a", nil)
 	for i := range 5 {
 		publish(t, dev, wire.Topic(tenant, "phone-a", wire.KindEvents), 1, false, "e"+strconv.Itoa(i))
 	}

@@ -2,19 +2,9 @@ package mqttingest_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
-	"net"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -27,6 +17,7 @@ import (
 	"github.com/dialtone-dev/dialtone/internal/testutil"
 	"github.com/dialtone-dev/dialtone/internal/wire"
 	"github.com/dialtone-dev/dialtone/server/broker"
+	"github.com/dialtone-dev/dialtone/server/broker/brokertest"
 	"github.com/dialtone-dev/dialtone/server/mqttingest"
 )
 
@@ -38,165 +29,21 @@ const (
 	serverB = "dialtone-server-b"
 )
 
-// --- a CA, and Mosquitto configured by broker.MosquittoConfig ---
-
-type testPKI struct {
-	dir    string
-	ca     *x509.Certificate
-	caKey  *ecdsa.PrivateKey
-	caFile string
-	pool   *x509.CertPool
-	mu     sync.Mutex
-	serial int64
-}
-
-func newTestPKI(t *testing.T, dir string) *testPKI {
+// startMosquitto starts a Mosquitto whose ACL knows serverA and serverB.
+func startMosquitto(t *testing.T, adjust ...func(*broker.MosquittoOptions)) *brokertest.Mosquitto {
 	t.Helper()
-	key := genKey(t)
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "dialtone test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatalf("creating CA: %v", err)
-	}
-	ca, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &testPKI{dir: dir, ca: ca, caKey: key, caFile: filepath.Join(dir, "ca.pem"), pool: x509.NewCertPool(), serial: 1}
-	p.pool.AddCert(ca)
-	writePEM(t, p.caFile, "CERTIFICATE", der)
-	return p
-}
-
-// issue makes a client certificate for cn, or a server one for 127.0.0.1,
-// and writes both halves to dir.
-func (p *testPKI) issue(t *testing.T, cn string, server bool) (certFile, keyFile string, cert tls.Certificate) {
-	t.Helper()
-	key := genKey(t)
-	p.mu.Lock()
-	p.serial++
-	serial := p.serial
-	p.mu.Unlock()
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial),
-		Subject:      pkix.Name{CommonName: cn},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	if server {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &key.PublicKey, p.caKey)
-	if err != nil {
-		t.Fatalf("issuing %s: %v", cn, err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(p.dir, cn+".pem"), filepath.Join(p.dir, cn+".key")
-	writePEM(t, certFile, "CERTIFICATE", der)
-	writePEM(t, keyFile, "EC PRIVATE KEY", kder)
-	return certFile, keyFile, tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
-
-func (p *testPKI) clientTLS(t *testing.T, cn string) *tls.Config {
-	t.Helper()
-	_, _, cert := p.issue(t, cn, false)
-	return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: p.pool, Certificates: []tls.Certificate{cert}}
-}
-
-func genKey(t *testing.T) *ecdsa.PrivateKey {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-func writePEM(t *testing.T, path, typ string, der []byte) {
-	t.Helper()
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
-
-type extMosquitto struct {
-	*testutil.Mosquitto
-	pki     *testPKI
-	tls     string // TLS listener
-	logFile string
-}
-
-func startMosquitto(t *testing.T, adjust ...func(*broker.MosquittoOptions)) *extMosquitto {
-	t.Helper()
-	dir := t.TempDir()
-	p := newTestPKI(t, dir)
-	certFile, keyFile, _ := p.issue(t, "mosquitto", true)
-	addr := testutil.FreeAddr(t)
-	_, port, _ := net.SplitHostPort(addr)
-	n, _ := strconv.Atoi(port)
-	opts := broker.MosquittoOptions{
-		Port:             n,
-		Bind:             "127.0.0.1",
-		CAFile:           p.caFile,
-		CertFile:         certFile,
-		KeyFile:          keyFile,
-		ACLFile:          filepath.Join(dir, "acl"),
-		PersistenceDir:   filepath.Join(dir, "db"),
-		LogFile:          filepath.Join(dir, "mosquitto.log"),
-		ServerIdentities: []string{serverA, serverB},
-		LogDenials:       true,
-	}
-	if err := os.Mkdir(opts.PersistenceDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range adjust {
-		f(&opts)
-	}
-	conf, acl, err := broker.MosquittoConfig(opts)
-	if err != nil {
-		t.Fatalf("MosquittoConfig: %v", err)
-	}
-	if err := os.WriteFile(opts.ACLFile, []byte(acl), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	m := testutil.NewMosquitto(t, conf)
-	t.Cleanup(func() {
-		if t.Failed() {
-			b, _ := os.ReadFile(opts.LogFile)
-			t.Logf("mosquitto log file:\n%s", b)
+	return brokertest.Start(t, func(o *broker.MosquittoOptions) {
+		o.ServerIdentities = []string{serverA, serverB}
+		for _, f := range adjust {
+			f(o)
 		}
 	})
-	return &extMosquitto{Mosquitto: m, pki: p, tls: addr, logFile: opts.LogFile}
 }
 
 // device connects a phone with its certificate.
-func (m *extMosquitto) device(t *testing.T, id string) mqtt.Client {
+func device(t *testing.T, m *brokertest.Mosquitto, id string) mqtt.Client {
 	t.Helper()
-	cfg := m.pki.clientTLS(t, id)
-	c, err := testutil.TryConnectMQTT(m.tls, id, func(o *mqtt.ClientOptions) {
-		o.Servers = nil
-		o.AddBroker("ssl://" + m.tls)
-		o.SetTLSConfig(cfg)
-	})
-	if err != nil {
-		t.Fatalf("connecting %s: %v", id, err)
-	}
-	t.Cleanup(func() { c.Disconnect(100) })
-	return c
+	return m.Connect(t, id, id, nil)
 }
 
 func publish(t *testing.T, c mqtt.Client, topic string, qos byte, retained bool, payload string) {
@@ -305,12 +152,12 @@ type server struct {
 	connected chan bool // session present, per connection
 }
 
-func (m *extMosquitto) startServer(t *testing.T, identity string, h mqttingest.Handler, adjust func(*mqttingest.Options)) *server {
+func startServer(t *testing.T, m *brokertest.Mosquitto, identity string, h mqttingest.Handler, adjust func(*mqttingest.Options)) *server {
 	t.Helper()
 	s := &server{done: make(chan error, 1), connected: make(chan bool, 100)}
 	opts := mqttingest.Options{
-		Broker:     m.tls,
-		TLS:        m.pki.clientTLS(t, identity),
+		Broker:     m.TLSAddr,
+		TLS:        m.PKI.ClientTLS(t, identity),
 		Logger:     testutil.Logger(t).With("server", identity),
 		MinBackoff: 20 * time.Millisecond,
 		MaxBackoff: 200 * time.Millisecond,
@@ -404,10 +251,10 @@ func TestFilters(t *testing.T) {
 func TestDeviceReportsReachTheHandler(t *testing.T) {
 	m := startMosquitto(t)
 	rec := newRecorder(nil)
-	srv := m.startServer(t, serverA, rec, nil)
+	srv := startServer(t, m, serverA, rec, nil)
 	srv.waitConnected(t)
 
-	dev := m.device(t, "phone-1")
+	dev := device(t, m, "phone-1")
 	publish(t, dev, wire.Topic(tenant, "phone-1", wire.KindState), 1, true, "state-1")
 	publish(t, dev, wire.Topic(tenant, "phone-1", wire.KindEvents), 1, false, "event-1")
 	publish(t, dev, wire.Topic(tenant, "phone-1", wire.KindTelemetry), 0, false, "telemetry-1")
@@ -440,9 +287,9 @@ func TestUnstoredReportIsRedelivered(t *testing.T) {
 		}
 		return nil
 	})
-	srv := m.startServer(t, serverA, rec, nil)
+	srv := startServer(t, m, serverA, rec, nil)
 	srv.waitConnected(t)
-	dev := m.device(t, "phone-1")
+	dev := device(t, m, "phone-1")
 	for i := 1; i <= 3; i++ {
 		publish(t, dev, wire.Topic(tenant, "phone-1", wire.KindEvents), 1, false, "event-"+strconv.Itoa(i))
 	}
@@ -469,15 +316,15 @@ func TestUnstoredReportIsRedelivered(t *testing.T) {
 func TestUnstoredReportSurvivesAServerRestart(t *testing.T) {
 	m := startMosquitto(t)
 	failing := newRecorder(func(r report, _ int) error { return errors.New("store down") })
-	first := m.startServer(t, serverA, failing, nil)
+	first := startServer(t, m, serverA, failing, nil)
 	first.waitConnected(t)
-	dev := m.device(t, "phone-1")
+	dev := device(t, m, "phone-1")
 	publish(t, dev, wire.Topic(tenant, "phone-1", wire.KindEvents), 1, false, "event-1")
 	waitUntil(t, "a failed delivery", nil, func() bool { return failing.attemptsOf("event-1") >= 2 })
 	first.stop()
 
 	rec := newRecorder(nil)
-	second := m.startServer(t, serverA, rec, nil)
+	second := startServer(t, m, serverA, rec, nil)
 	if present := second.waitConnected(t); !present {
 		t.Error("session not resumed")
 	}
@@ -489,11 +336,11 @@ func TestUnstoredReportSurvivesAServerRestart(t *testing.T) {
 func TestReportsQueuedWhileAwaySurviveABrokerRestart(t *testing.T) {
 	m := startMosquitto(t)
 	rec := newRecorder(nil)
-	first := m.startServer(t, serverA, rec, nil)
+	first := startServer(t, m, serverA, rec, nil)
 	first.waitConnected(t)
 	first.stop()
 
-	dev := m.device(t, "phone-1")
+	dev := device(t, m, "phone-1")
 	publish(t, dev, wire.Topic(tenant, "phone-1", wire.KindState), 1, true, "state-1")
 	for i := 1; i <= 5; i++ {
 		publish(t, dev, wire.Topic(tenant, "phone-1", wire.KindEvents), 1, false, "before-restart-"+strconv.Itoa(i))
@@ -502,10 +349,10 @@ func TestReportsQueuedWhileAwaySurviveABrokerRestart(t *testing.T) {
 	dev.Disconnect(100)
 	m.Stop() // SIGTERM: Mosquitto saves its database
 	m.Start()
-	dev = m.device(t, "phone-1")
+	dev = device(t, m, "phone-1")
 	publish(t, dev, wire.Topic(tenant, "phone-1", wire.KindEvents), 1, false, "after-restart")
 
-	second := m.startServer(t, serverA, rec, nil)
+	second := startServer(t, m, serverA, rec, nil)
 	if present := second.waitConnected(t); !present {
 		t.Error("session lost in the broker restart")
 	}
@@ -532,8 +379,8 @@ func TestSharedSubscriptionSplitsReports(t *testing.T) {
 	m := startMosquitto(t)
 	recA, recB := newRecorder(nil), newRecorder(nil)
 	shared := func(o *mqttingest.Options) { o.Shared = true; o.Workers = 4 }
-	a := m.startServer(t, serverA, recA, shared)
-	b := m.startServer(t, serverB, recB, shared)
+	a := startServer(t, m, serverA, recA, shared)
+	b := startServer(t, m, serverB, recB, shared)
 	a.waitConnected(t)
 	b.waitConnected(t)
 
@@ -541,7 +388,7 @@ func TestSharedSubscriptionSplitsReports(t *testing.T) {
 	var wg sync.WaitGroup
 	for d := range 4 {
 		id := "phone-" + strconv.Itoa(d)
-		dev := m.device(t, id)
+		dev := device(t, m, id)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -586,13 +433,13 @@ func TestSharedSubscriptionWithAReplicaAway(t *testing.T) {
 	m := startMosquitto(t)
 	recA, recB := newRecorder(nil), newRecorder(nil)
 	shared := func(o *mqttingest.Options) { o.Shared = true }
-	a := m.startServer(t, serverA, recA, shared)
-	b := m.startServer(t, serverB, recB, shared)
+	a := startServer(t, m, serverA, recA, shared)
+	b := startServer(t, m, serverB, recB, shared)
 	a.waitConnected(t)
 	b.waitConnected(t)
 	b.stop()
 
-	dev := m.device(t, "phone-1")
+	dev := device(t, m, "phone-1")
 	var want []string
 	for i := range 20 {
 		p := fmt.Sprintf("event-%02d", i)
@@ -606,7 +453,7 @@ func TestSharedSubscriptionWithAReplicaAway(t *testing.T) {
 		t.Logf("this Mosquitto gives an away replica's share to a connected one")
 	}
 
-	b2 := m.startServer(t, serverB, recB, shared)
+	b2 := startServer(t, m, serverB, recB, shared)
 	b2.waitConnected(t)
 	waitUntil(t, "every report in one replica or the other", nil, func() bool {
 		return len(recA.payloads())+len(recB.payloads()) >= len(want)
@@ -626,17 +473,17 @@ func TestSharedSubscriptionWithAReplicaAway(t *testing.T) {
 func TestBrokerCrashKeepsWhatWasAutosaved(t *testing.T) {
 	m := startMosquitto(t, func(o *broker.MosquittoOptions) { o.AutosaveInterval = time.Second })
 	rec := newRecorder(nil)
-	first := m.startServer(t, serverA, rec, nil)
+	first := startServer(t, m, serverA, rec, nil)
 	first.waitConnected(t)
 	first.stop()
-	dev := m.device(t, "phone-1")
+	dev := device(t, m, "phone-1")
 	publish(t, dev, wire.Topic(tenant, "phone-1", wire.KindEvents), 1, false, "saved")
 	time.Sleep(2500 * time.Millisecond) // an autosave
 	publish(t, dev, wire.Topic(tenant, "phone-1", wire.KindEvents), 1, false, "since-autosave")
 	dev.Disconnect(100)
 	m.Kill()
 	m.Start()
-	second := m.startServer(t, serverA, rec, nil)
+	second := startServer(t, m, serverA, rec, nil)
 	if present := second.waitConnected(t); !present {
 		t.Error("session lost in the crash")
 	}
