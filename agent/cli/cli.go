@@ -62,15 +62,18 @@ type runOptions struct {
 	Server   string
 	Broker   string
 	BrokerCA string
-	StateDir string
-	Tenant   string
-	DeviceID string
-	Model    string
-	Hardware string
-	Channel  string
-	Slots    slotOptions
-	Once     bool
-	Interval time.Duration
+	// BrokerCert and BrokerKey are the device's client certificate for
+	// mqtts (until attestation issues one from the TPM).
+	BrokerCert, BrokerKey string
+	StateDir              string
+	Tenant                string
+	DeviceID              string
+	Model                 string
+	Hardware              string
+	Channel               string
+	Slots                 slotOptions
+	Once                  bool
+	Interval              time.Duration
 	// Download
 	IdleTimeout time.Duration
 	Attempts    int
@@ -88,6 +91,8 @@ func (o *runOptions) AddFlags(cmd *cobra.Command) {
 	f.StringVar(&o.Server, "server", "", "Dialtone server URL")
 	f.StringVar(&o.Broker, "broker", "", "MQTT broker: mqtt://HOST:PORT or mqtts://HOST:PORT")
 	f.StringVar(&o.BrokerCA, "broker-ca", "", "PEM CA bundle that signs the broker's certificate, for mqtts (default: the system's roots)")
+	f.StringVar(&o.BrokerCert, "broker-cert", "", "PEM client certificate for mqtts (its CN is the device ID: brokers configured by `dialtone broker mosquitto-config` take the identity from it)")
+	f.StringVar(&o.BrokerKey, "broker-key", "", "PEM key of --broker-cert")
 	f.StringVar(&o.StateDir, "state-dir", "/var/lib/dialtone", "state directory (trusted root, slots, outbox)")
 	f.StringVar(&o.Tenant, "tenant", "default", "tenant the phone belongs to")
 	f.StringVar(&o.DeviceID, "device-id", "", "device ID (default: the one generated at provisioning)")
@@ -306,16 +311,8 @@ func Run(ctx context.Context, o *runOptions, log *slog.Logger) error {
 		Broker: o.Broker, Tenant: o.Tenant, Device: id, OutboxDir: filepath.Join(o.StateDir, "outbox"),
 		Logger: log,
 	}
-	if o.BrokerCA != "" {
-		pem, err := os.ReadFile(o.BrokerCA)
-		if err != nil {
-			return fmt.Errorf("reading broker CA: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return fmt.Errorf("broker CA %s holds no PEM certificate", o.BrokerCA)
-		}
-		ropts.TLS = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	if ropts.TLS, err = o.brokerTLS(); err != nil {
+		return err
 	}
 	rep, err := report.New(ropts)
 	if err != nil {
@@ -513,4 +510,37 @@ func jitter(d time.Duration) time.Duration {
 		return d
 	}
 	return d - d/10 + time.Duration(n.Int64())
+}
+
+// brokerTLS is the mqtts configuration the flags ask for: nil (the system's
+// roots, no client certificate) when none of them is set.
+func (o *runOptions) brokerTLS() (*tls.Config, error) {
+	if o.BrokerCA == "" && o.BrokerCert == "" && o.BrokerKey == "" {
+		return nil, nil
+	}
+	if (o.BrokerCert == "") != (o.BrokerKey == "") {
+		return nil, errors.New("--broker-cert and --broker-key go together")
+	}
+	if !strings.HasPrefix(o.Broker, "mqtts://") {
+		return nil, fmt.Errorf("--broker-ca, --broker-cert and --broker-key need an mqtts:// broker, not %q", o.Broker)
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if o.BrokerCA != "" {
+		pem, err := os.ReadFile(o.BrokerCA)
+		if err != nil {
+			return nil, fmt.Errorf("reading broker CA: %w", err)
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("broker CA %s holds no PEM certificate", o.BrokerCA)
+		}
+	}
+	if o.BrokerCert != "" {
+		cert, err := tls.LoadX509KeyPair(o.BrokerCert, o.BrokerKey)
+		if err != nil {
+			return nil, fmt.Errorf("loading the broker client certificate: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
 }

@@ -22,6 +22,9 @@ type session struct {
 	lost     chan struct{} // closed when the connection is gone
 	lostOnce sync.Once
 	sends    sync.WaitGroup // awaitPuback goroutines
+	// since is when the connection was made: the Conn of its will and of
+	// every state sent on it.
+	since time.Time
 
 	mu   sync.Mutex
 	conn net.Conn // the network connection under pc, once dialled
@@ -164,7 +167,10 @@ func (c *Client) dial(ctx context.Context) (*session, error) {
 	if c.opts.Password != "" {
 		opts.SetPassword(c.opts.Password)
 	}
-	if will, err := wire.EncodeState(c.offlineState()); err != nil {
+	willState := c.offlineState()
+	sess.since = willState.Time
+	willState.Conn = sess.since
+	if will, err := wire.EncodeState(willState); err != nil {
 		c.log.Error("connecting without a last will", "error", err)
 	} else {
 		opts.SetBinaryWill(c.stateTopic, will, 1, true)

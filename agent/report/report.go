@@ -297,6 +297,7 @@ func (c *Client) fillState(s wire.State) (wire.State, error) {
 
 // publishState sends one retained state on sess and waits for its PUBACK.
 func (c *Client) publishState(ctx context.Context, sess *session, s wire.State) error {
+	s.Conn = sess.since
 	payload, err := wire.EncodeState(s)
 	if err != nil {
 		return fmt.Errorf("state: %w", err)

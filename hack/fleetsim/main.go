@@ -54,6 +54,8 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -85,6 +87,7 @@ const (
 
 type config struct {
 	broker, tenant, device, stateDir string
+	tlsCA, tlsCert, tlsKey           string // mqtts: broker CA, device certificate
 	events                           int
 	rate                             float64
 	timeout                          time.Duration
@@ -126,6 +129,9 @@ func main() {
 	flag.Float64Var(&c.rate, "rate", 0, "events per second (0: as fast as the outbox takes them)")
 	flag.DurationVar(&c.timeout, "timeout", 5*time.Minute, "give up (exit 1) if the events are not all acknowledged by then")
 	flag.IntVar(&c.crashAfter, "crash-after-handoff", 0, "testing: SIGKILL this process right after event N is in the outbox and before the progress file says so (once per state directory)")
+	flag.StringVar(&c.tlsCA, "tls-ca", "", "mqtts: PEM CA bundle of the broker's certificate")
+	flag.StringVar(&c.tlsCert, "tls-cert", "", "mqtts: PEM client certificate (CN = device ID)")
+	flag.StringVar(&c.tlsKey, "tls-key", "", "mqtts: PEM key of --tls-cert")
 	logLevel := flag.String("log-level", "info", "debug, info, warn or error (logs go to stderr)")
 	flag.Parse()
 	if err := c.logLevel.UnmarshalText([]byte(*logLevel)); err != nil {
@@ -170,8 +176,12 @@ func run(ctx context.Context, c config) (Summary, error) {
 
 	counter := &connCounter{Handler: slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: c.logLevel}), connected: new(atomic.Int64)}
 	log := slog.New(counter).With("device", c.device)
+	tlsCfg, err := c.tlsConfig()
+	if err != nil {
+		return sum, err
+	}
 	cl, err := report.New(report.Options{
-		Broker: c.broker, Tenant: c.tenant, Device: c.device,
+		Broker: c.broker, Tenant: c.tenant, Device: c.device, TLS: tlsCfg,
 		OutboxDir: filepath.Join(c.stateDir, outboxDir), Logger: log,
 	})
 	if err != nil {
@@ -353,4 +363,31 @@ func (h *connCounter) WithAttrs(as []slog.Attr) slog.Handler {
 
 func (h *connCounter) WithGroup(name string) slog.Handler {
 	return &connCounter{Handler: h.Handler.WithGroup(name), connected: h.connected}
+}
+
+// tlsConfig is the mqtts configuration of the --tls-* flags; nil without
+// them.
+func (c config) tlsConfig() (*tls.Config, error) {
+	if c.tlsCA == "" && c.tlsCert == "" {
+		return nil, nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if c.tlsCA != "" {
+		pem, err := os.ReadFile(c.tlsCA)
+		if err != nil {
+			return nil, err
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%s holds no PEM certificate", c.tlsCA)
+		}
+	}
+	if c.tlsCert != "" {
+		cert, err := tls.LoadX509KeyPair(c.tlsCert, c.tlsKey)
+		if err != nil {
+			return nil, fmt.Errorf("loading the client certificate: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
 }

@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
 	"time"
 )
@@ -35,12 +34,28 @@ const TopicRoot = "dialtone/v1"
 // ErrInvalid is wrapped by every decoding and validation error in this package.
 var ErrInvalid = errors.New("invalid message")
 
-var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+// idPattern is what ValidID accepts; ValidID checks it by hand because
+// it runs several times for every report the server ingests.
+const idPattern = `^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`
 
 // ValidID reports whether s may be used as a tenant, device or model name:
 // it becomes a path element of topics and target paths, so it must not
 // contain separators or MQTT wildcards.
-func ValidID(s string) bool { return idPattern.MatchString(s) }
+func ValidID(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case i > 0 && (c == '.' || c == '_' || c == '-'):
+		default:
+			return false
+		}
+	}
+	return true
+}
 
 // Topic returns dialtone/v1/<tenant>/<device>/<kind>.
 func Topic(tenant, device, kind string) string {
@@ -120,6 +135,13 @@ type State struct {
 	// WarnBelowFloor.
 	Warnings []string  `json:"warnings,omitempty"`
 	Time     time.Time `json:"time"`
+	// Conn is when the MQTT connection the state was sent on was made —
+	// for the last will, the connection it belongs to. The will is fixed
+	// when connecting, so its Time is older than the states sent after
+	// it: Conn is what lets the server apply a will of the current
+	// connection and ignore one of an earlier connection (a session
+	// takeover publishes the old will after the new connection's state).
+	Conn time.Time `json:"conn,omitzero"`
 }
 
 // Warnings a device reports in its state.
