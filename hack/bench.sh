@@ -19,6 +19,18 @@
 #            >= 0.7x; the agent's peak RSS installing (< 25 MiB) and its
 #            RSS idle in daemon mode (< 15 MiB)
 #   sizes    stripped linux/arm64 (< 20 MiB) and linux/arm dialtone-agent
+#   ingest   QoS 1 events from 50 in-process MQTT devices through the
+#            embedded broker into fleet.Ingester (batched) and SQLite vs the
+#            same broker delivering them to a subscriber that discards
+#            them, >= 0.5x its messages/s; PostgreSQL reported (no target).
+#            Each run checks that the store holds exactly the events sent
+#   list     `devices list` filters over 100,000 devices vs an export of
+#            all of them (ListDevices without a filter), SQLite and
+#            PostgreSQL: < 0.1x the export's time
+#
+# ingest and list use the PostgreSQL server that DIALTONE_TEST_POSTGRES
+# names (default postgres://postgres@127.0.0.1:5432/postgres), in schemas
+# they create and drop; without one its figures are marked unavailable.
 #
 # Needs sha256sum (coreutils) and about 2 GiB free in $TMPDIR (default
 # /tmp); everything it writes there is deleted on exit. The bundle figures

@@ -17,6 +17,12 @@
 //     agent's peak RSS during it, and its RSS idle in daemon mode.
 //   - sizes: the stripped linux/arm64 and linux/arm dialtone-agent (no
 //     target yet).
+//   - ingest: QoS 1 events from N in-process MQTT clients through the
+//     embedded broker into fleet.Ingester and the store (SQLite, and
+//     PostgreSQL reported), against the same broker delivering them to a
+//     subscriber that discards them (ingest.go).
+//   - list: `devices list` with filters over 100,000 devices against an
+//     export of all of them, SQLite and PostgreSQL (list.go).
 //
 // Usage: bench -dialtone bin/dialtone -workdir DIR [flags]; see -h.
 // `bench tufprof` profiles the /tuf/ handler in-process (see profile.go);
@@ -49,6 +55,14 @@ type config struct {
 	duration      time.Duration
 	bundleMiB     int
 	buildRounds   int
+	postgres      string
+	ingestDevices int
+	ingestEvents  int
+	ingestWindow  int
+	ingestRounds  int
+	ingestBatch   int
+	listRounds    int
+	cpuProfile    string
 }
 
 func main() {
@@ -74,13 +88,21 @@ func main() {
 	flag.IntVar(&cfg.installRounds, "install-rounds", 3, "install: interleaved rounds")
 	flag.StringVar(&cfg.rusage, "rusage", "", "the rusage wrapper, built from ./hack/bench/rusage (required for publish)")
 	flag.StringVar(&cfg.workdir, "workdir", "", "scratch directory for data dirs and the big files (required; emptied of what bench created)")
-	flag.StringVar(&only, "only", "tuf,bundle,publish,install,sizes", "comma-separated benchmarks to run")
+	flag.StringVar(&only, "only", "tuf,bundle,publish,install,sizes,ingest,list", "comma-separated benchmarks to run")
 	flag.IntVar(&cfg.conns, "conns", 64, "tuf: concurrent keep-alive connections")
 	flag.IntVar(&cfg.rounds, "rounds", 10, "tuf: interleaved rounds (each measures ours and the reference, 304 and 200)")
 	flag.DurationVar(&cfg.warmup, "warmup", 300*time.Millisecond, "tuf: unmeasured warm-up of each run")
 	flag.DurationVar(&cfg.duration, "duration", time.Second, "tuf: measured time of each run")
 	flag.IntVar(&cfg.bundleMiB, "bundle-mib", 512, "bundle: payload size in MiB (also the bundle published)")
 	flag.IntVar(&cfg.buildRounds, "bundle-rounds", 6, "bundle: interleaved rounds")
+	flag.StringVar(&cfg.postgres, "postgres", postgresDSN(), "ingest, list: PostgreSQL server (a schema is made and dropped per run); default $DIALTONE_TEST_POSTGRES")
+	flag.IntVar(&cfg.ingestDevices, "ingest-devices", 50, "ingest: publishing devices (one MQTT connection each)")
+	flag.IntVar(&cfg.ingestEvents, "ingest-events", 400, "ingest: QoS 1 events each device publishes per run")
+	flag.IntVar(&cfg.ingestWindow, "ingest-window", 16, "ingest: unacknowledged publishes per device")
+	flag.IntVar(&cfg.ingestRounds, "ingest-rounds", 3, "ingest: interleaved rounds (reference, SQLite, PostgreSQL)")
+	flag.IntVar(&cfg.ingestBatch, "ingest-batch", 0, "ingest: fleet.Options.MaxBatch (0: the default; 1: no batching)")
+	flag.IntVar(&cfg.listRounds, "list-rounds", 5, "list: interleaved rounds (filtered lists, export)")
+	flag.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (what runs in-process: ingest, list) to `file`")
 	flag.Parse()
 	if cfg.workdir == "" {
 		fmt.Fprintln(os.Stderr, "bench: -workdir is required")
@@ -96,7 +118,15 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(2)
 	}
+	stopProfile := func() {}
+	if cfg.cpuProfile != "" {
+		if stopProfile, err = startCPUProfile(cfg.cpuProfile); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(2)
+		}
+	}
 	rows, err := run(cfg)
+	stopProfile() // before any os.Exit
 	fmt.Println()
 	printTable(os.Stdout, rows)
 	fmt.Println("\nVALUE and REFERENCE are medians over the rounds; a judged RATIO is the median of the per-round ratios")
@@ -159,6 +189,16 @@ func run(cfg config) ([]row, error) {
 	}
 	if cfg.only["sizes"] {
 		if err := step("sizes", func() ([]row, error) { return agentSizes(cfg) }); err != nil {
+			return rows, err
+		}
+	}
+	if cfg.only["ingest"] {
+		if err := step("ingest", func() ([]row, error) { return benchIngest(cfg) }); err != nil {
+			return rows, err
+		}
+	}
+	if cfg.only["list"] {
+		if err := step("list", func() ([]row, error) { return benchList(cfg) }); err != nil {
 			return rows, err
 		}
 	}

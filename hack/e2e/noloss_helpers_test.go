@@ -57,8 +57,15 @@ type devServer struct {
 // free ports; it is killed in t.Cleanup.
 func startDevServer(t *testing.T, bin string, extra ...string) *devServer {
 	t.Helper()
+	return startDevServerOn(t, bin, testutil.FreeAddr(t), extra...)
+}
+
+// startDevServerOn is startDevServer with the MQTT address the server must
+// report: its embedded broker's, or an external broker's (--broker).
+func startDevServerOn(t *testing.T, bin, mqtt string, extra ...string) *devServer {
+	t.Helper()
 	s := &devServer{bin: bin, dataDir: filepath.Join(t.TempDir(), "server"),
-		http: testutil.FreeAddr(t), mqtt: testutil.FreeAddr(t), extra: extra}
+		http: testutil.FreeAddr(t), mqtt: mqtt, extra: extra}
 	t.Cleanup(func() {
 		s.signal(t, syscall.SIGKILL)
 		if t.Failed() {

@@ -17,7 +17,6 @@ import (
 	"mime/multipart"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -48,6 +47,8 @@ type TokenStore interface {
 type Devices interface {
 	ListDevices(ctx context.Context, f store.DeviceFilter) ([]store.Device, error)
 	Events(ctx context.Context, device string, limit int) ([]store.StoredEvent, error)
+	Device(ctx context.Context, id string) (store.Device, error)
+	FleetSummary(ctx context.Context, f store.SummaryFilter) ([]store.SummaryRow, error)
 }
 
 // Options configure the API.
@@ -57,6 +58,8 @@ type Options struct {
 	Tokens  TokenStore
 	// Rollouts sets devices' desired versions; nil answers 501.
 	Rollouts Rollouts
+	// Alerts lists security alerts (GET /v1/alerts); nil answers 501.
+	Alerts Alerts
 	// AdminToken is the bearer token that authorises every /v1 call. Only
 	// its SHA-256 is kept.
 	AdminToken string
@@ -141,8 +144,12 @@ type route struct {
 func (a *API) routes() []route {
 	return []route{
 		{"GET /v1/devices", []string{RoleAdmin}, a.devices},
+		{"GET /v1/alerts", []string{RoleAdmin}, a.alerts},
+		{"GET /v1/devices/{id}", []string{RoleAdmin}, a.device},
 		{"GET /v1/devices/{id}/events", []string{RoleAdmin}, a.deviceEvents},
 		{"PUT /v1/devices/{id}/desired", []string{RoleAdmin}, a.setDesired},
+		{"POST /v1/devices/{id}/cmd", []string{RoleAdmin}, a.deviceCommand},
+		{"GET /v1/fleet/summary", []string{RoleAdmin}, a.fleetSummary},
 		{"GET /v1/firmware/delegation", []string{RoleAdmin, RolePublisher}, a.delegation},
 		{"POST /v1/firmware", []string{RoleAdmin, RolePublisher}, a.publish},
 		{"POST /v1/tuf/push", []string{RoleAdmin, RolePublisher}, a.push},
@@ -397,50 +404,6 @@ func (a *API) tufStatus(w http.ResponseWriter, r *http.Request) {
 		revs = []tufrepo.Revocation{}
 	}
 	writeJSON(w, http.StatusOK, TUFStatus{Roles: a.opts.Repo.Status(), Revocations: revs})
-}
-
-// Device is the API's view of a device.
-type Device struct {
-	ID          string           `json:"id"`
-	Tenant      string           `json:"tenant"`
-	Model       string           `json:"model"`
-	Hardware    string           `json:"hardware"`
-	Version     string           `json:"version"`
-	Slot        string           `json:"slot"`
-	UpdateState string           `json:"update_state"`
-	Online      bool             `json:"online"`
-	LastSeen    time.Time        `json:"last_seen"`
-	TUF         wire.TUFVersions `json:"tuf"`
-}
-
-func (a *API) devices(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	f := store.DeviceFilter{Tenant: q.Get("tenant"), Model: q.Get("model")}
-	if l := q.Get("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil || n < 0 || n > 100000 {
-			writeError(w, http.StatusBadRequest, "limit must be a number between 0 and 100000")
-			return
-		}
-		f.Limit = n
-	}
-	for _, v := range []string{f.Tenant, f.Model} {
-		if v != "" && !wire.ValidID(v) {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("bad filter value %q", v))
-			return
-		}
-	}
-	ds, err := a.opts.Devices.ListDevices(r.Context(), f)
-	if err != nil {
-		writeError(w, http.StatusInternalServerError, "listing devices: "+err.Error())
-		return
-	}
-	out := make([]Device, 0, len(ds))
-	for _, d := range ds {
-		out = append(out, Device{ID: d.ID, Tenant: d.Tenant, Model: d.Model, Hardware: d.Hardware, Version: d.Version,
-			Slot: d.Slot, UpdateState: d.UpdateState, Online: d.Online, LastSeen: d.LastSeen, TUF: d.TUF})
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"devices": out})
 }
 
 // TokenRequest creates an API token.

@@ -39,7 +39,7 @@ func (h *aclHook) ID() string { return "dialtone-acl" }
 
 func (h *aclHook) Provides(b byte) bool {
 	switch b {
-	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish:
+	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish, mqtt.OnWillSent, mqtt.OnDisconnect:
 		return true
 	}
 	return false
@@ -69,6 +69,7 @@ func (h *aclHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	}
 	h.b.refuse("connection refused", "reason", reason, "client", trunc(id), "username", trunc(user),
 		"will", trunc(pk.Connect.WillTopic), "remote", cl.Net.Remote)
+	h.b.connFailed(user, cl.Net.Remote)
 	if err := h.b.srv.SendConnack(cl, code, false, nil); err != nil {
 		h.b.log.Debug("sending connack", "client", trunc(id), "error", err)
 	}
@@ -86,6 +87,7 @@ func (h *aclHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool
 		return true
 	}
 	h.b.refuse("authentication failed", "username", user, "remote", cl.Net.Remote)
+	h.b.connFailed(user, cl.Net.Remote)
 	return false
 }
 
@@ -101,12 +103,14 @@ func (h *aclHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 			return true
 		}
 		h.b.refuse("publish refused", "client", cl.ID, "topic", trunc(topic))
+		h.b.denied(cl.ID, DeniedPublish, topic)
 		return false
 	}
 	if maySubscribe(user, topic) {
 		return true
 	}
 	h.b.refuse("subscribe refused", "client", cl.ID, "filter", trunc(topic))
+	h.b.denied(cl.ID, DeniedSubscribe, topic)
 	return false
 }
 
@@ -120,6 +124,7 @@ func (h *aclHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 		return h.ingest(cl, pk)
 	}
 	h.b.refuse("retained publish refused", "client", cl.ID, "topic", trunc(pk.TopicName))
+	h.b.denied(cl.ID, DeniedPublish, pk.TopicName)
 	switch {
 	case pk.FixedHeader.Qos == 0:
 		return pk, packets.ErrRejectPacket // dropped
@@ -135,6 +140,9 @@ func (h *aclHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 // ingest hands a device's report to Options.Ingest before mochi sends the
 // PUBACK (mochi acknowledges after OnPublish returns).
 func (h *aclHook) ingest(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if h.b.opts.IngestAsync != nil {
+		return h.ingestAsync(cl, pk)
+	}
 	if h.b.opts.Ingest == nil {
 		return pk, nil
 	}

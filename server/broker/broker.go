@@ -5,7 +5,9 @@
 // publish only to dialtone/v1/<tenant>/U/{state,events,telemetry} — its last
 // will included — and subscribe only to dialtone/v1/<tenant>/U/cmd, where
 // <tenant> is any valid wire ID (no wildcards). Only state may be retained.
-// Everything else is refused and counted (see Refusals): a refused
+// Everything else is refused, counted (see Refusals) and reported to
+// Options.OnDenial, and runs of refused connections from one host to
+// Options.OnAuthFailures (server/alert makes alerts of both): a refused
 // subscription gets the failure reason code in its SUBACK; a refused QoS 0
 // publish is dropped; a refused QoS 1/2 publish gets a "not authorized"
 // PUBACK on MQTT 5 and, since MQTT 3.1.1 has no way to refuse a publish,
@@ -64,6 +66,31 @@ type Options struct {
 	// a stored report. Reports Ingest rejects for good (malformed) must
 	// return nil, or the device would send them forever.
 	Ingest func(ctx context.Context, topic string, payload []byte) error
+	// IngestAsync, when set, replaces Ingest with its pipelined form: it
+	// takes the report and later passes its outcome to done (which never
+	// blocks), so that a device's next reports are read while the last is
+	// being stored — the store then writes many at once. The PUBACK still
+	// goes out only once done reported the report stored, in order; an
+	// error withholds it and disconnects the device, as with Ingest.
+	IngestAsync func(ctx context.Context, topic string, payload []byte, done func(error))
+	// MaxPending bounds a connection's reports handed to IngestAsync and
+	// not yet stored; 0 means DefaultMaxPending.
+	MaxPending int
+	// OnDenial, when set, is called with every publish (Kind DeniedPublish;
+	// retained ones outside state included) and subscription (Kind
+	// DeniedSubscribe; Topic is the filter) that the ACL refuses, on the
+	// client's connection goroutine: it must not block long.
+	OnDenial func(Denial)
+	// OnAuthFailures, when set, is called when AuthFailureLimit refused
+	// connections (failed authentication, or a CONNECT breaking the rules)
+	// from one remote host happen within AuthFailureWindow, and again at
+	// every further multiple of the limit within that window; client is the
+	// username of the last attempt and remote its address, n the failures
+	// counted. It runs on the connecting client's goroutine.
+	OnAuthFailures func(client, remote string, n int)
+	// AuthFailureLimit is 5 when 0; AuthFailureWindow a minute when 0.
+	AuthFailureLimit  int
+	AuthFailureWindow time.Duration
 }
 
 const (
@@ -73,6 +100,9 @@ const (
 	// accepts plus room for the topic and headers.
 	maxPacket  = wire.MaxPayload + 4<<10
 	listenerID = "dialtone"
+
+	defaultAuthFailureLimit  = 5
+	defaultAuthFailureWindow = time.Minute
 )
 
 // ErrClosed is returned by Start after Close.
@@ -86,6 +116,7 @@ type Broker struct {
 
 	refusals atomic.Uint64
 	subID    atomic.Int32
+	failures failureCounter
 
 	// ctx is Start's context, the parent of Authenticate calls; written
 	// before the listener accepts its first connection, never after.
@@ -96,6 +127,9 @@ type Broker struct {
 	started bool
 	closed  bool
 	stop    chan struct{} // closed by Close; ends the ctx watcher
+
+	pipesMu sync.Mutex
+	pipes   map[*mqtt.Client]*pipe // connections' reports on their way to IngestAsync
 }
 
 // New validates opts and returns a broker that is not yet listening.
@@ -119,6 +153,13 @@ func New(opts Options) (*Broker, error) {
 		Logger:       log.With("mqtt", "mochi"),
 	})
 	b := &Broker{opts: opts, log: log, srv: srv, stop: make(chan struct{})}
+	b.failures = failureCounter{limit: opts.AuthFailureLimit, window: opts.AuthFailureWindow, now: time.Now}
+	if b.failures.limit <= 0 {
+		b.failures.limit = defaultAuthFailureLimit
+	}
+	if b.failures.window <= 0 {
+		b.failures.window = defaultAuthFailureWindow
+	}
 	if err := srv.AddHook(&aclHook{b: b}, nil); err != nil {
 		return nil, fmt.Errorf("broker: adding acl hook: %w", err)
 	}
@@ -252,4 +293,82 @@ func (b *Broker) authContext() (context.Context, context.CancelFunc) {
 func (b *Broker) refuse(msg string, args ...any) {
 	b.refusals.Add(1)
 	b.log.Warn(msg, args...)
+}
+
+// denied reports an ACL refusal to Options.OnDenial.
+func (b *Broker) denied(client string, kind DenialKind, topic string) {
+	if b.opts.OnDenial == nil {
+		return
+	}
+	b.opts.OnDenial(Denial{Time: time.Now(), Client: client, Kind: kind, Topic: topic})
+}
+
+// connFailed counts a refused connection and reports a run of them to
+// Options.OnAuthFailures.
+func (b *Broker) connFailed(user, remote string) {
+	if b.opts.OnAuthFailures == nil {
+		return
+	}
+	if n := b.failures.add(remote); n > 0 {
+		b.opts.OnAuthFailures(trunc(user), remote, n)
+	}
+}
+
+// failureCounter counts refused connections per remote host in fixed
+// windows that start at a host's first failure.
+type failureCounter struct {
+	limit  int
+	window time.Duration
+	now    func() time.Time
+
+	mu    sync.Mutex
+	hosts map[string]*failures
+}
+
+type failures struct {
+	start time.Time
+	n     int
+}
+
+// maxFailureHosts bounds the hosts tracked at once; past it, expired ones
+// are forgotten, and if none has expired, all are.
+const maxFailureHosts = 4096
+
+// add counts a failure from remote (host:port) and returns the count when
+// it reaches a multiple of the limit, 0 otherwise.
+func (c *failureCounter) add(remote string) int {
+	host := remote
+	if h, _, err := net.SplitHostPort(remote); err == nil {
+		host = h
+	}
+	now := c.now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.hosts == nil {
+		c.hosts = map[string]*failures{}
+	}
+	f := c.hosts[host]
+	if f == nil || now.Sub(f.start) >= c.window {
+		if f == nil && len(c.hosts) >= maxFailureHosts {
+			c.pruneLocked(now)
+		}
+		f = &failures{start: now}
+		c.hosts[host] = f
+	}
+	f.n++
+	if f.n%c.limit == 0 {
+		return f.n
+	}
+	return 0
+}
+
+func (c *failureCounter) pruneLocked(now time.Time) {
+	for h, f := range c.hosts {
+		if now.Sub(f.start) >= c.window {
+			delete(c.hosts, h)
+		}
+	}
+	if len(c.hosts) >= maxFailureHosts {
+		clear(c.hosts)
+	}
 }

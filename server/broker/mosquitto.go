@@ -174,10 +174,12 @@ allow_anonymous false
 	}
 	fmt.Fprintf(&a, "pattern read %s/+/%%u/%s\n", wire.TopicRoot, wire.KindCmd)
 	for _, id := range opts.ServerIdentities {
-		fmt.Fprintf(&a, "\n# The server (%s): every report, and any device's commands.\n", id)
+		fmt.Fprintf(&a, "\n# The server (%s): every report, any device's commands, alerts.\n", id)
 		fmt.Fprintf(&a, "user %s\n", id)
 		fmt.Fprintf(&a, "topic read %s/#\n", wire.TopicRoot)
 		fmt.Fprintf(&a, "topic write %s/+/+/%s\n", wire.TopicRoot, wire.KindCmd)
+		// Security alerts (server/alert), dialtone/v1/<tenant>/_alerts.
+		fmt.Fprintf(&a, "topic write %s/+/_alerts\n", wire.TopicRoot)
 	}
 	return c.String(), a.String(), nil
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
@@ -16,65 +15,6 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/mod/semver"
 )
-
-type devicesEventsOptions struct {
-	clientOptions
-	outputOptions
-	Limit int
-}
-
-func (o *devicesEventsOptions) AddFlags(cmd *cobra.Command) {
-	o.clientOptions.AddFlags(cmd)
-	o.outputOptions.AddFlags(cmd)
-	cmd.Flags().IntVar(&o.Limit, "limit", 100, "the most recent N events (0: all)")
-}
-
-func (o *devicesEventsOptions) Validate(args []string) error {
-	if err := o.clientOptions.Validate(); err != nil {
-		return err
-	}
-	if err := o.outputOptions.Validate(); err != nil {
-		return err
-	}
-	if !wire.ValidID(args[0]) {
-		return fmt.Errorf("bad device id %q", args[0])
-	}
-	if o.Limit < 0 {
-		return errors.New("--limit must not be negative")
-	}
-	return nil
-}
-
-func devicesEventsCmd(g *globalOptions) *cobra.Command {
-	o := &devicesEventsOptions{}
-	cmd := &cobra.Command{
-		Use:   "events DEVICE",
-		Short: "A device's events, oldest first",
-		Args:  cobra.ExactArgs(1),
-		PreRunE: func(_ *cobra.Command, args []string) error {
-			if err := o.Validate(args); err != nil {
-				return &ExitCodeError{Code: ExitUsage, Err: err}
-			}
-			return nil
-		},
-		RunE: func(cmd *cobra.Command, args []string) error {
-			var out struct {
-				Events []api.Event `json:"events"`
-			}
-			path := "/v1/devices/" + url.PathEscape(args[0]) + "/events?limit=" + strconv.Itoa(o.Limit)
-			if err := getJSON(cmd.Context(), o.clientOptions, path, &out); err != nil {
-				return err
-			}
-			rows := make([][]string, 0, len(out.Events))
-			for _, e := range out.Events {
-				rows = append(rows, []string{strconv.FormatUint(e.Seq, 10), e.Time.Local().Format(time.DateTime), e.Type, e.Version, oneLine(e.Message, 100)})
-			}
-			return o.print(g.stdout, out.Events, []string{"SEQ", "TIME", "TYPE", "VERSION", "MESSAGE"}, rows)
-		},
-	}
-	o.AddFlags(cmd)
-	return cmd
-}
 
 func oneLine(s string, n int) string {
 	s = strings.Join(strings.Fields(s), " ")

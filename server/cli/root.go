@@ -92,6 +92,8 @@ func New(stdout, stderr io.Writer) *cobra.Command {
 	root.PersistentFlags().StringVar(&g.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	root.AddCommand(serverCmd(g), firmwareCmd(g), keysCmd(g), devicesCmd(g), tufCmd(g), tokensCmd(g))
 	root.AddCommand(brokerCmd(g))
+	root.AddCommand(fleetCmd(g))
+	root.AddCommand(alertsCmd(g))
 	return root
 }
 

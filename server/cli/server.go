@@ -1,8 +1,11 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
+	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/dialtone-dev/dialtone/server/daemon"
@@ -16,6 +19,35 @@ type serverOptions struct {
 	Dev     bool
 	Targets string
 	Store   string
+	// External broker (instead of the embedded one).
+	Broker       string
+	BrokerCA     string
+	BrokerCert   string
+	BrokerKey    string
+	BrokerShared bool
+	MosquittoLog string
+	// Alerts.
+	AlertWebhook           string
+	AlertWebhookSecretFile string
+}
+
+// alertWebhookSecret reads --alert-webhook-secret-file ("" without one).
+func (o *serverOptions) alertWebhookSecret() (string, error) {
+	if o.AlertWebhookSecretFile == "" {
+		return "", nil
+	}
+	if o.AlertWebhook == "" {
+		return "", errors.New("--alert-webhook-secret-file needs --alert-webhook")
+	}
+	b, err := os.ReadFile(o.AlertWebhookSecretFile)
+	if err != nil {
+		return "", fmt.Errorf("reading the alert webhook secret: %w", err)
+	}
+	secret := strings.TrimSpace(string(b))
+	if len(secret) < 16 {
+		return "", fmt.Errorf("alert webhook secret in %s: want at least 16 characters", o.AlertWebhookSecretFile)
+	}
+	return secret, nil
 }
 
 func (o *serverOptions) AddFlags(cmd *cobra.Command) {
@@ -24,6 +56,14 @@ func (o *serverOptions) AddFlags(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&o.MQTT, "mqtt", "127.0.0.1:7883", "embedded MQTT broker listen address (port 0 picks a free port)")
 	cmd.Flags().StringVar(&o.Targets, "targets-bucket", "", "where target files (bundles, signatures) are stored and served from: a gocloud.dev blob URL, e.g. s3://BUCKET?region=eu-west-1 or, for an S3-compatible server, s3://BUCKET?endpoint=http://127.0.0.1:9000&use_path_style=true&region=us-east-1&disable_https=true (credentials from the AWS_* environment); empty keeps them in DATA/tuf/targets")
 	cmd.Flags().StringVar(&o.Store, "store", "", "fleet store: a PostgreSQL DSN (postgres://USER@HOST:5432/DB?sslmode=…); empty keeps SQLite in the data directory")
+	cmd.Flags().StringVar(&o.Broker, "broker", "", "external MQTT broker mqtts://HOST:PORT to ingest from instead of running the embedded one (configure Mosquitto with `dialtone broker mosquitto-config`)")
+	cmd.Flags().StringVar(&o.BrokerCA, "broker-ca", "", "external broker: PEM CA bundle that issued the broker's certificate")
+	cmd.Flags().StringVar(&o.BrokerCert, "broker-cert", "", "external broker: the server's client certificate (PEM; its CN is a server identity of the broker's ACL)")
+	cmd.Flags().StringVar(&o.BrokerKey, "broker-key", "", "external broker: the key of --broker-cert (PEM)")
+	cmd.Flags().BoolVar(&o.BrokerShared, "broker-shared", false, "external broker: subscribe with a shared subscription ($share/dialtone/…) so that several server replicas split the reports")
+	cmd.Flags().StringVar(&o.MosquittoLog, "mosquitto-log", "", "external broker: Mosquitto's log file, followed to raise its ACL denials as alerts")
+	cmd.Flags().StringVar(&o.AlertWebhook, "alert-webhook", "", "URL (http or https) every security alert is POSTed to as JSON")
+	cmd.Flags().StringVar(&o.AlertWebhookSecretFile, "alert-webhook-secret-file", "", "file holding the secret that signs alert webhook bodies (header X-Dialtone-Signature: sha256=<hex HMAC-SHA256>)")
 	cmd.Flags().BoolVar(&o.Dev, "dev", false, "development mode: generate all keys on first start and let devices in by name. NEVER in production")
 }
 
@@ -48,8 +88,15 @@ func serverCmd(g *globalOptions) *cobra.Command {
 			if o.Dev {
 				fmt.Fprintf(g.stderr, devBanner, o.DataDir)
 			}
+			secret, err := o.alertWebhookSecret()
+			if err != nil {
+				return &ExitCodeError{Code: ExitUsage, Err: err}
+			}
 			return daemon.Run(ctx, daemon.Options{
 				DataDir: o.DataDir, HTTPAddr: o.HTTP, MQTTAddr: o.MQTT, Dev: o.Dev, TargetsBucket: o.Targets, Store: o.Store, Logger: g.logger(),
+				External: daemon.ExternalBroker{URL: o.Broker, CAFile: o.BrokerCA, CertFile: o.BrokerCert, KeyFile: o.BrokerKey,
+					Shared: o.BrokerShared, MosquittoLog: o.MosquittoLog},
+				AlertWebhook: o.AlertWebhook, AlertWebhookSecret: secret,
 			})
 		},
 	}

@@ -23,7 +23,9 @@ import (
 	"time"
 
 	"github.com/dialtone-dev/dialtone/internal/atomicfile"
+	"github.com/dialtone-dev/dialtone/internal/wire"
 	"github.com/dialtone-dev/dialtone/keys"
+	"github.com/dialtone-dev/dialtone/server/alert"
 	"github.com/dialtone-dev/dialtone/server/api"
 	"github.com/dialtone-dev/dialtone/server/broker"
 	"github.com/dialtone-dev/dialtone/server/fleet"
@@ -54,6 +56,10 @@ type Options struct {
 	// see tufrepo.OpenTargetsBucket) where the repository stores and
 	// serves target files; by default they stay in DataDir/tuf/targets.
 	TargetsBucket string
+	// External, when its URL is set, makes the server a client of an
+	// external MQTT broker instead of running the embedded one (MQTTAddr
+	// is then unused).
+	External ExternalBroker
 	// Store, when set, is a PostgreSQL DSN (postgres://…) for the fleet
 	// store; by default it is SQLite in DataDir.
 	Store string
@@ -63,6 +69,11 @@ type Options struct {
 	Logger *slog.Logger
 	// Ready, when set, is called once the server listens.
 	Ready func(Addrs)
+	// AlertWebhook, when set, is an http(s) URL every security alert is
+	// POSTed to (server/alert); AlertWebhookSecret, when set, signs the
+	// bodies (X-Dialtone-Signature: sha256=<hex HMAC>).
+	AlertWebhook       string
+	AlertWebhookSecret string
 }
 
 // fleetStore is the fleet store with its API tokens: SQLite or PostgreSQL.
@@ -267,35 +278,137 @@ func Run(ctx context.Context, o Options) error {
 	}
 	defer st.Close()
 
-	ing := fleet.NewIngester(st, log.With("component", "fleet"))
-	bopts := broker.Options{Addr: o.MQTTAddr, Dev: o.Dev, Logger: log,
-		// A report is stored before the broker acknowledges it, so an
-		// acknowledged event is never only in memory.
-		Ingest: func(ctx context.Context, topic string, payload []byte) error {
-			if err := ing.Handle(ctx, topic, payload); fleet.Retryable(err) {
-				return err
-			}
-			return nil // stored, or rejected for good (counted by the ingester)
-		},
-	}
-	if !o.Dev {
-		bopts.Auth = noDeviceAuth{log: log}
-	}
-	br, err := broker.New(bopts)
-	if err != nil {
-		return err
-	}
-	if err := br.Start(ctx); err != nil {
-		return err
-	}
-	defer br.Close()
-
+	// Security alerts (server/alert). The service is made, with the broker
+	// as its publisher, before the broker takes clients; nothing raises
+	// one before then.
 	var wg sync.WaitGroup
-	ro := rollout.New(st, br, log.With("component", "rollout"))
-	if err := ro.Restore(ctx); err != nil {
-		return err
+	var alerts *alert.Service
+	actx, stopAlerts := context.WithCancel(ctx) // stopped before wg.Wait
+	raise := func(a alert.Alert) {
+		if alerts != nil {
+			_ = alerts.Raise(context.WithoutCancel(ctx), a) // logged by the service
+		}
 	}
-	h, err := api.New(api.Options{Repo: repo, Devices: st, Tokens: st, Rollouts: ro, AdminToken: token, Logger: log.With("component", "api")})
+	startAlerts := func(pub alert.Publisher) error {
+		aopts := []alert.Option{alert.WithPublisher(pub), alert.WithLogger(log)}
+		if o.AlertWebhook != "" {
+			aopts = append(aopts, alert.WithWebhook(o.AlertWebhook, []byte(o.AlertWebhookSecret)))
+		}
+		s, err := alert.New(st, aopts...)
+		if err != nil {
+			return err
+		}
+		alerts = s
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = s.Run(actx)
+		}()
+		return nil
+	}
+
+	// Concurrent reports share store transactions (group commit). The
+	// ingester outlives ctx until the broker has stopped handing it
+	// reports: its Close is deferred after br.Close runs, before st.Close.
+	ing := fleet.New(context.WithoutCancel(ctx), st, fleet.Options{Logger: log.With("component", "fleet"),
+		OnReject: func(topic string, err error) { raise(alert.FromIngestError(topic, err)) },
+		OnEvent: func(tenant string, e wire.Event) {
+			if a, ok := alert.FromEvent(tenant, e); ok {
+				raise(a)
+			}
+		},
+	})
+	defer ing.Close()
+	// A report is stored before the broker acknowledges it, so an
+	// acknowledged event is never only in memory.
+	ingest := func(ctx context.Context, topic string, payload []byte) error {
+		if err := ing.Handle(ctx, topic, payload); fleet.Retryable(err) {
+			return err
+		}
+		return nil // stored, or rejected for good (counted by the ingester)
+	}
+	// denied receives the brokers' ACL refusals.
+	denied := func(d broker.Denial) {
+		log.Warn("broker refused a client", "client", d.Client, "kind", d.Kind, "topic", d.Topic)
+		raise(alert.FromDenial(alert.SourceMosquitto, d))
+	}
+
+	defer wg.Wait()
+	defer stopAlerts()
+	var (
+		ro       *rollout.Service
+		mqttAddr string
+	)
+	if o.External.URL != "" {
+		ext, err := newExternal(o.External, ingest, func() {
+			// The broker may have lost retained desired versions (a
+			// Mosquitto killed before its autosave): deliver them again.
+			if err := ro.Restore(ctx); err != nil && ctx.Err() == nil {
+				log.Warn("restoring desired versions", "err", err)
+			}
+		}, log.With("component", "mqttingest"))
+		if err != nil {
+			return err
+		}
+		if err := startAlerts(ext.client); err != nil {
+			return err
+		}
+		ro = rollout.New(st, ext.client, log.With("component", "rollout"))
+		ictx, stopIngest := context.WithCancel(ctx)
+		defer stopIngest()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = ext.client.Run(ictx)
+		}()
+		if o.External.MosquittoLog != "" {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				watchMosquitto(ictx, o.External.MosquittoLog, denied, log.With("component", "mosquitto-log"))
+			}()
+		}
+		mqttAddr = ext.addr
+	} else {
+		bopts := broker.Options{Addr: o.MQTTAddr, Dev: o.Dev, Logger: log,
+			// Pipelined: a device's next reports are read while the last is
+			// stored, so the store writes many at once; each is still
+			// acknowledged only once stored.
+			IngestAsync: func(ctx context.Context, topic string, payload []byte, done func(error)) {
+				ing.HandleAsync(ctx, topic, payload, func(err error) {
+					if fleet.Retryable(err) {
+						done(err)
+						return
+					}
+					done(nil) // stored, or rejected for good (counted by the ingester)
+				})
+			},
+			OnDenial: func(d broker.Denial) { raise(alert.FromDenial(alert.SourceEmbeddedBroker, d)) },
+			OnAuthFailures: func(client, remote string, n int) {
+				raise(alert.FromAuthFailures(alert.SourceEmbeddedBroker, client, remote, n))
+			},
+		}
+		if !o.Dev {
+			bopts.Auth = noDeviceAuth{log: log}
+		}
+		br, err := broker.New(bopts)
+		if err != nil {
+			return err
+		}
+		if err := startAlerts(br); err != nil {
+			return err
+		}
+		if err := br.Start(ctx); err != nil {
+			return err
+		}
+		defer br.Close()
+		ro = rollout.New(st, br, log.With("component", "rollout"))
+		if err := ro.Restore(ctx); err != nil {
+			return err
+		}
+		mqttAddr = br.Addr().String()
+	}
+	h, err := api.New(api.Options{Repo: repo, Devices: st, Tokens: st, Rollouts: ro, Alerts: st, AdminToken: token, Logger: log.With("component", "api")})
 	if err != nil {
 		return err
 	}
@@ -304,7 +417,7 @@ func Run(ctx context.Context, o Options) error {
 		return fmt.Errorf("listening on %s: %w", o.HTTPAddr, err)
 	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-	addrs := Addrs{HTTP: ln.Addr().String(), MQTT: br.Addr().String()}
+	addrs := Addrs{HTTP: ln.Addr().String(), MQTT: mqttAddr}
 	b, _ := json.Marshal(addrs)
 	if err := atomicfile.WriteFile(filepath.Join(o.DataDir, AddrFile), b, 0o644); err != nil {
 		ln.Close()

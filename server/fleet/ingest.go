@@ -4,6 +4,12 @@
 //
 // Ingestion is idempotent: events are stored by their ID, so an MQTT QoS 1
 // redelivery never double-counts (DESIGN.md §6).
+//
+// Writes are batched (group commit, see New): a report is decoded and
+// checked on the goroutine that hands it over, then queued for one writer
+// goroutine that stores whatever queued while its previous transaction ran,
+// grouped by tenant, in one UpsertStates and one AddEvents each. A device's
+// reports are stored in the order they were handed over.
 package fleet
 
 import (
@@ -13,6 +19,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -25,9 +32,12 @@ import (
 var ErrMismatch = errors.New("topic and payload disagree")
 
 // Store is what ingestion needs from the fleet store (store.Store has it).
+// The batch methods are all-or-nothing: one transaction each.
 type Store interface {
 	UpsertState(ctx context.Context, tenant string, st wire.State, received time.Time) error
 	AddEvent(ctx context.Context, tenant string, e wire.Event, received time.Time) (inserted bool, err error)
+	UpsertStates(ctx context.Context, tenant string, states []wire.State, received time.Time) error
+	AddEvents(ctx context.Context, tenant string, events []wire.Event, received time.Time) (inserted int, err error)
 }
 
 // Stats are an Ingester's counters since it was made.
@@ -37,23 +47,96 @@ type Stats struct {
 	Telemetry  uint64 // telemetry messages accepted (not stored yet)
 	Rejected   uint64 // messages refused: bad topic or payload, mismatch, tenant conflict
 	Failed     uint64 // good messages the store failed to record
+	// Batches counts the store writes (UpsertStates, AddEvents, and the
+	// single writes of a batch retried report by report) of the batching
+	// writer; 0 without batching.
+	Batches uint64
+}
+
+// DefaultMaxBatch is the number of reports one batch takes at most when
+// Options.MaxBatch is 0.
+const DefaultMaxBatch = 512
+
+// Options configures an Ingester made by New.
+type Options struct {
+	// Logger receives the ingester's logs; nil discards them.
+	Logger *slog.Logger
+	// MaxBatch bounds the reports that one batch of store writes takes;
+	// 0 means DefaultMaxBatch. 1 turns batching off: each report is then
+	// written by the goroutine that calls Handle, in transactions of its
+	// own, and New starts no goroutine.
+	MaxBatch int
+	// OnReject, if set, is called with every report rejected for good (the
+	// errors Retryable says no to), where the report's outcome is known: on
+	// the goroutine that called Handle, or the batching writer's. It must
+	// not block for long: the writer waits for it.
+	OnReject func(topic string, err error)
+	// OnEvent, if set, is called after an event is stored, where its
+	// outcome is known (as OnReject; it must not block for long either), a
+	// device's events in the order they were handed to Handle. A
+	// redelivered event already stored may be passed again: consumers must
+	// be idempotent (by the event's ID).
+	OnEvent func(tenant string, e wire.Event)
 }
 
 // Ingester handles MQTT reports. It is safe for concurrent use.
 type Ingester struct {
-	st  Store
-	log *slog.Logger
-	now func() time.Time
+	st       Store
+	log      *slog.Logger
+	now      func() time.Time
+	onReject func(topic string, err error)
+	onEvent  func(tenant string, e wire.Event)
+	maxBatch int
 
-	stored, duplicates, telemetry, rejected, failed atomic.Uint64
+	// The batching writer (nil wake: no batching). mu guards queue, spare
+	// and closed.
+	mu     sync.Mutex
+	queue  []*request
+	spare  []*request // the last batch's slice, reused for the queue
+	closed bool
+	wake   chan struct{} // capacity 1: the queue has news
+	done   chan struct{} // closed when the writer has exited
+
+	stored, duplicates, telemetry, rejected, failed, batches atomic.Uint64
 }
 
-// NewIngester returns an Ingester that records into st. A nil logger discards.
+// NewIngester returns an Ingester that records into st without batching:
+// New(ctx, st, Options{Logger: logger, MaxBatch: 1}). A nil logger discards.
 func NewIngester(st Store, logger *slog.Logger) *Ingester {
+	return newIngester(st, Options{Logger: logger, MaxBatch: 1})
+}
+
+// New returns an Ingester that records into st. Unless o.MaxBatch is 1 it
+// batches (group commit): Handle still returns only once its report is
+// stored or rejected, but the reports of concurrent calls are written
+// together by one writer goroutine — while a batch is being written the
+// next reports queue, and the next batch takes all of them (up to MaxBatch)
+// at once, so that a busy store writes few large transactions and an idle
+// one adds no delay.
+//
+// The writer's store calls run under ctx; once ctx is done, or Close was
+// called and the queue is drained, Handle fails with ErrClosed (retryable).
+// Call Close to stop the writer.
+func New(ctx context.Context, st Store, o Options) *Ingester {
+	i := newIngester(st, o)
+	if i.maxBatch > 1 {
+		i.wake = make(chan struct{}, 1)
+		i.done = make(chan struct{})
+		go i.write(ctx)
+	}
+	return i
+}
+
+func newIngester(st Store, o Options) *Ingester {
+	logger := o.Logger
 	if logger == nil {
 		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Ingester{st: st, log: logger, now: time.Now}
+	i := &Ingester{st: st, log: logger, now: time.Now, onReject: o.OnReject, onEvent: o.OnEvent, maxBatch: o.MaxBatch}
+	if i.maxBatch <= 0 {
+		i.maxBatch = DefaultMaxBatch
+	}
+	return i
 }
 
 // Stats returns a snapshot of the counters.
@@ -64,6 +147,7 @@ func (i *Ingester) Stats() Stats {
 		Telemetry:  i.telemetry.Load(),
 		Rejected:   i.rejected.Load(),
 		Failed:     i.failed.Load(),
+		Batches:    i.batches.Load(),
 	}
 }
 
@@ -83,9 +167,35 @@ func (i *Ingester) Stats() Stats {
 // another device or tenant with one wrapping ErrMismatch. A device reporting
 // under a tenant other than its own is rejected with the store's
 // store.ErrConflict. Nothing is stored for a rejected message. Any other error
-// is the store's, and a redelivery may succeed.
+// is the store's (or ErrClosed, or ctx's when ctx ends while the report waits
+// for its batch), and a redelivery may succeed.
 func (i *Ingester) Handle(ctx context.Context, topic string, payload []byte) error {
-	err := i.handle(ctx, topic, payload)
+	res := make(chan error, 1)
+	i.HandleAsync(ctx, topic, payload, func(err error) { res <- err })
+	select {
+	case err := <-res:
+		return err
+	case <-ctx.Done():
+		// The writer skips the report if it has not taken it yet, else it
+		// may still be stored: either way a redelivery is safe.
+		return fmt.Errorf("waiting for the store: %w", context.Cause(ctx))
+	}
+}
+
+// HandleAsync is Handle without the wait: it decodes and checks the report
+// on the calling goroutine, queues it for the store, and passes the outcome
+// — what Handle would return — to done, once; on the calling goroutine for
+// a report that needs no store write (or without batching), else on the
+// batching writer's goroutine, so done must not block. Reports handed over
+// one after the other are stored, and their done called, in that order:
+// a broker can hand over a device's next report before the last one is
+// stored, and acknowledge each when its done comes.
+func (i *Ingester) HandleAsync(ctx context.Context, topic string, payload []byte, done func(error)) {
+	i.handle(ctx, topic, payload, func(err error) { done(i.account(ctx, topic, err)) })
+}
+
+// account counts and logs the outcome of a report.
+func (i *Ingester) account(ctx context.Context, topic string, err error) error {
 	switch {
 	case err == nil:
 	case errors.Is(err, wire.ErrInvalid), errors.Is(err, ErrMismatch), errors.Is(err, store.ErrConflict):
@@ -95,6 +205,9 @@ func (i *Ingester) Handle(ctx context.Context, topic string, payload []byte) err
 			level = slog.LevelWarn // a device speaking for another: worth a look
 		}
 		i.log.Log(ctx, level, "report rejected", "topic", truncate(topic, 256), "err", err)
+		if i.onReject != nil {
+			i.onReject(topic, err)
+		}
 	default:
 		i.failed.Add(1)
 		i.log.Error("storing report", "topic", topic, "err", err)
@@ -102,59 +215,68 @@ func (i *Ingester) Handle(ctx context.Context, topic string, payload []byte) err
 	return err
 }
 
-func (i *Ingester) handle(ctx context.Context, topic string, payload []byte) error {
+// handle passes the outcome of one report to done.
+func (i *Ingester) handle(ctx context.Context, topic string, payload []byte, done func(error)) {
 	tenant, device, kind, err := wire.ParseTopic(topic)
 	if err != nil {
-		return err
+		done(err)
+		return
 	}
 	if len(payload) > wire.MaxPayload {
-		return fmt.Errorf("%w: %s: payload of %d bytes exceeds %d", wire.ErrInvalid, kind, len(payload), wire.MaxPayload)
+		done(fmt.Errorf("%w: %s: payload of %d bytes exceeds %d", wire.ErrInvalid, kind, len(payload), wire.MaxPayload))
+		return
 	}
 	switch kind {
 	case wire.KindState:
 		st, err := wire.DecodeState(payload)
 		if err != nil {
-			return fmt.Errorf("state from %s/%s: %w", tenant, device, err)
+			done(fmt.Errorf("state from %s/%s: %w", tenant, device, err))
+			return
 		}
 		if st.Tenant != tenant || st.Device != device {
-			return fmt.Errorf("%w: state on %s/%s names %s/%s", ErrMismatch, tenant, device, st.Tenant, st.Device)
+			done(fmt.Errorf("%w: state on %s/%s names %s/%s", ErrMismatch, tenant, device, st.Tenant, st.Device))
+			return
 		}
-		if err := i.st.UpsertState(ctx, tenant, st, i.now()); err != nil {
-			return fmt.Errorf("state from %s/%s: %w", tenant, device, err)
-		}
-		i.stored.Add(1)
-		return nil
+		i.upsertState(ctx, tenant, st, func(err error) {
+			if err != nil {
+				err = fmt.Errorf("state from %s/%s: %w", tenant, device, err)
+			}
+			done(err)
+		})
 
 	case wire.KindEvents:
 		e, err := wire.DecodeEvent(payload)
 		if err != nil {
-			return fmt.Errorf("event from %s/%s: %w", tenant, device, err)
+			done(fmt.Errorf("event from %s/%s: %w", tenant, device, err))
+			return
 		}
 		if e.Device != device {
-			return fmt.Errorf("%w: event %s on %s/%s names device %s", ErrMismatch, e.ID, tenant, device, e.Device)
+			done(fmt.Errorf("%w: event %s on %s/%s names device %s", ErrMismatch, e.ID, tenant, device, e.Device))
+			return
 		}
-		inserted, err := i.st.AddEvent(ctx, tenant, e, i.now())
-		if err != nil {
-			return fmt.Errorf("event %s from %s/%s: %w", e.ID, tenant, device, err)
-		}
-		if inserted {
-			i.stored.Add(1)
-		} else {
-			i.duplicates.Add(1)
-		}
-		return nil
+		i.addEvent(ctx, tenant, e, func(err error) {
+			if err != nil {
+				done(fmt.Errorf("event %s from %s/%s: %w", e.ID, tenant, device, err))
+				return
+			}
+			if i.onEvent != nil {
+				i.onEvent(tenant, e)
+			}
+			done(nil)
+		})
 
 	case wire.KindTelemetry:
 		// No schema for telemetry yet: accept any JSON object.
 		var obj map[string]json.RawMessage
 		if err := json.Unmarshal(payload, &obj); err != nil || obj == nil {
-			return fmt.Errorf("%w: telemetry from %s/%s: not a JSON object", wire.ErrInvalid, tenant, device)
+			done(fmt.Errorf("%w: telemetry from %s/%s: not a JSON object", wire.ErrInvalid, tenant, device))
+			return
 		}
 		i.telemetry.Add(1)
-		return nil
+		done(nil)
 
 	default: // wire.KindCmd: the server's own direction, never a report
-		return fmt.Errorf("%w: %s is not a report topic", wire.ErrInvalid, kind)
+		done(fmt.Errorf("%w: %s is not a report topic", wire.ErrInvalid, kind))
 	}
 }
 

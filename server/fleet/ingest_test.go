@@ -56,6 +56,31 @@ func (m *memStore) AddEvent(_ context.Context, _ string, e wire.Event, _ time.Ti
 	return true, nil
 }
 
+// UpsertStates and AddEvents write one by one: the memStore cannot fail
+// part way through (its only failure is err, checked first).
+func (m *memStore) UpsertStates(ctx context.Context, tenant string, sts []wire.State, received time.Time) error {
+	for _, st := range sts {
+		if err := m.UpsertState(ctx, tenant, st, received); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *memStore) AddEvents(ctx context.Context, tenant string, es []wire.Event, received time.Time) (int, error) {
+	n := 0
+	for _, e := range es {
+		ok, err := m.AddEvent(ctx, tenant, e, received)
+		if err != nil {
+			return 0, err
+		}
+		if ok {
+			n++
+		}
+	}
+	return n, nil
+}
+
 func (m *memStore) writes() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -147,46 +172,69 @@ func TestHandle(t *testing.T) {
 		{"topic empty tenant", "dialtone/v1//phone-1/state", stateJSON(t, nil), wire.ErrInvalid, 0},
 		{"cmd is not a report", "dialtone/v1/acme/phone-1/cmd", []byte(`{"schema":1,"id":"c1","name":"reboot","time":"2026-11-25T10:00:00Z"}`), wire.ErrInvalid, 0},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			ms := newMemStore()
-			ing := NewIngester(ms, slog.New(slog.NewTextHandler(tWriter{t}, nil)))
-			err := ing.Handle(t.Context(), tc.topic, tc.payload)
-			if tc.wantErr == nil && err != nil {
-				t.Fatalf("Handle: %v", err)
-			}
-			if tc.wantErr != nil && !errors.Is(err, tc.wantErr) {
-				t.Fatalf("Handle err = %v, want %v", err, tc.wantErr)
-			}
-			if got := ms.writes(); got != tc.stored {
-				t.Errorf("store writes = %d, want %d", got, tc.stored)
-			}
-			s := ing.Stats()
-			want := Stats{}
-			switch {
-			case tc.wantErr != nil:
-				want.Rejected = 1
-			case tc.topic == telemTopic:
-				want.Telemetry = 1
-			default:
-				want.Stored = 1
-			}
-			if s != want {
-				t.Errorf("Stats = %+v, want %+v", s, want)
-			}
-		})
+	for _, mode := range modes {
+		for _, tc := range tests {
+			t.Run(mode.name+"/"+tc.name, func(t *testing.T) {
+				ms := newMemStore()
+				ing := mode.new(t, ms)
+				err := ing.Handle(t.Context(), tc.topic, tc.payload)
+				if tc.wantErr == nil && err != nil {
+					t.Fatalf("Handle: %v", err)
+				}
+				if tc.wantErr != nil && !errors.Is(err, tc.wantErr) {
+					t.Fatalf("Handle err = %v, want %v", err, tc.wantErr)
+				}
+				if got := ms.writes(); got != tc.stored {
+					t.Errorf("store writes = %d, want %d", got, tc.stored)
+				}
+				s := ing.Stats()
+				s.Batches = 0 // TestBatch* count them
+				want := Stats{}
+				switch {
+				case tc.wantErr != nil:
+					want.Rejected = 1
+				case tc.topic == telemTopic:
+					want.Telemetry = 1
+				default:
+					want.Stored = 1
+				}
+				if s != want {
+					t.Errorf("Stats = %+v, want %+v", s, want)
+				}
+			})
+		}
 	}
 }
 
+// modes are the two ways an Ingester writes: directly, or batching.
+var modes = []struct {
+	name string
+	new  func(t *testing.T, st Store) *Ingester
+}{
+	{"direct", func(t *testing.T, st Store) *Ingester {
+		return NewIngester(st, slog.New(slog.NewTextHandler(tWriter{t}, nil)))
+	}},
+	{"batching", func(t *testing.T, st Store) *Ingester {
+		return newBatching(t, st, Options{Logger: slog.New(slog.NewTextHandler(tWriter{t}, nil))})
+	}},
+}
+
 func TestHandleDuplicateEvent(t *testing.T) {
-	ms := newMemStore()
-	ing := NewIngester(ms, nil)
+	for _, mode := range modes {
+		t.Run(mode.name, func(t *testing.T) { testHandleDuplicateEvent(t, mode.new(t, newMemStore())) })
+	}
+}
+
+func testHandleDuplicateEvent(t *testing.T, ing *Ingester) {
+	ms := ing.st.(*memStore)
 	for range 3 {
 		if err := ing.Handle(t.Context(), eventsTopic, eventJSON(t, nil)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if got, want := ing.Stats(), (Stats{Stored: 1, Duplicates: 2}); got != want {
+	got := ing.Stats()
+	got.Batches = 0
+	if want := (Stats{Stored: 1, Duplicates: 2}); got != want {
 		t.Errorf("Stats = %+v, want %+v", got, want)
 	}
 	if len(ms.events) != 1 {
@@ -195,10 +243,17 @@ func TestHandleDuplicateEvent(t *testing.T) {
 }
 
 func TestHandleStoreFailure(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode.name, func(t *testing.T) {
+			ms := newMemStore()
+			testHandleStoreFailure(t, mode.new(t, ms), ms)
+		})
+	}
+}
+
+func testHandleStoreFailure(t *testing.T, ing *Ingester, ms *memStore) {
 	boom := errors.New("disk on fire")
-	ms := newMemStore()
 	ms.err = boom
-	ing := NewIngester(ms, nil)
 	for _, m := range []struct {
 		topic   string
 		payload []byte
@@ -208,7 +263,9 @@ func TestHandleStoreFailure(t *testing.T) {
 			t.Errorf("Handle(%s) err = %v, want the store's error only", m.topic, err)
 		}
 	}
-	if got, want := ing.Stats(), (Stats{Failed: 2}); got != want {
+	got := ing.Stats()
+	got.Batches = 0
+	if want := (Stats{Failed: 2}); got != want {
 		t.Errorf("Stats = %+v, want %+v", got, want)
 	}
 }
@@ -217,13 +274,20 @@ func TestHandleStoreFailure(t *testing.T) {
 // double-count, an older retained state does not roll back, and a device
 // reporting under a second tenant is refused.
 func TestHandleSQLite(t *testing.T) {
-	ctx := t.Context()
-	st, err := store.OpenSQLite(ctx, filepath.Join(t.TempDir(), "fleet.db"))
-	if err != nil {
-		t.Fatal(err)
+	for _, mode := range modes {
+		t.Run(mode.name, func(t *testing.T) {
+			st, err := store.OpenSQLite(t.Context(), filepath.Join(t.TempDir(), "fleet.db"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = st.Close() })
+			testHandleSQLite(t, mode.new(t, st), st)
+		})
 	}
-	t.Cleanup(func() { _ = st.Close() })
-	ing := NewIngester(st, slog.New(slog.NewTextHandler(tWriter{t}, nil)))
+}
+
+func testHandleSQLite(t *testing.T, ing *Ingester, st *store.SQLite) {
+	ctx := t.Context()
 	clock := t0.Add(time.Hour)
 	ing.now = func() time.Time { clock = clock.Add(time.Second); return clock }
 
@@ -244,13 +308,15 @@ func TestHandleSQLite(t *testing.T) {
 		}
 	}
 	// phone-1 again, under another tenant's topic.
-	err = ing.Handle(ctx, "dialtone/v1/globex/phone-1/state",
+	err := ing.Handle(ctx, "dialtone/v1/globex/phone-1/state",
 		stateJSON(t, func(s *wire.State) { s.Tenant = "globex"; s.Time = t0.Add(time.Hour) }))
 	if !errors.Is(err, store.ErrConflict) {
 		t.Errorf("state under a second tenant: err = %v, want store.ErrConflict", err)
 	}
 
-	if got, want := ing.Stats(), (Stats{Stored: 4, Duplicates: 1, Rejected: 1}); got != want {
+	got := ing.Stats()
+	got.Batches = 0
+	if want := (Stats{Stored: 4, Duplicates: 1, Rejected: 1}); got != want {
 		t.Errorf("Stats = %+v, want %+v", got, want)
 	}
 	devs, err := st.ListDevices(ctx, store.DeviceFilter{})

@@ -146,6 +146,9 @@ type Client struct {
 	subscribed bool
 
 	connects, received, handled, failed, overflow, skipped atomic.Uint64
+
+	// cur is the connected session, nil between connections: Publish's.
+	cur atomic.Pointer[session]
 }
 
 // delivery is one report on its way to a worker.
@@ -325,6 +328,7 @@ func (c *Client) connectLoop(ctx context.Context) {
 		case <-sess.lost:
 		}
 		sess.markLost() // workers skip what is left of this connection
+		c.cur.CompareAndSwap(sess, nil)
 		if ctx.Err() != nil {
 			// Let paho send the acknowledgements already handed to it.
 			sess.pc.Disconnect(250)
@@ -393,6 +397,7 @@ func (c *Client) connect(ctx context.Context) (*session, error) {
 			return nil, err
 		}
 	}
+	c.cur.Store(sess)
 	if c.opts.OnConnect != nil {
 		c.opts.OnConnect(present)
 	}

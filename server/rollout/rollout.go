@@ -4,6 +4,10 @@
 // that a device that was offline finds it when it connects. The agent
 // still picks only among TUF-verified targets and never below its
 // anti-rollback floor: a desired version can choose, never force.
+//
+// One-off commands (check, attest, reboot: Service.Command) go on the same
+// topic at QoS 1 but are not retained: they are for a device connected now,
+// never replayed to one that connects later.
 package rollout
 
 import (
@@ -16,12 +20,14 @@ import (
 	"github.com/dialtone-dev/dialtone/server/store"
 )
 
-// Store keeps desired versions.
+// Store keeps desired versions and knows which tenant a device is of.
 type Store interface {
 	// SetDesired records device's desired version; store.ErrNotFound for an
 	// unknown device.
 	SetDesired(ctx context.Context, device, version string, at time.Time) (store.Desired, error)
 	DesiredVersions(ctx context.Context) ([]store.Desired, error)
+	// Device returns one device; store.ErrNotFound for an unknown one.
+	Device(ctx context.Context, id string) (store.Device, error)
 }
 
 // Publisher publishes to the broker as the server.

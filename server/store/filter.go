@@ -124,6 +124,9 @@ func listClauses(f DeviceFilter, d dialect) (string, []any, error) {
 	if !f.SeenBefore.IsZero() {
 		where = append(where, "last_seen < "+arg(d.time(f.SeenBefore)))
 	}
+	if f.TUFTimestampBelow > 0 {
+		where = append(where, "state_time IS NOT NULL AND tuf_timestamp < "+arg(f.TUFTimestampBelow))
+	}
 	if f.After != "" {
 		c, err := parseCursor(f.After, sort)
 		if err != nil {

@@ -211,15 +211,16 @@ func (s *Postgres) UpsertStates(ctx context.Context, tenant string, states []wir
 // rows come in ID order, the order every writer locks devices in.
 const upsertStatesSQL = `
 INSERT INTO devices AS d (id, tenant, model, hardware, version, slot, update_state, online,
-	tuf_root, tuf_timestamp, tuf_snapshot, tuf_targets, state_time, last_seen)
+	tuf_root, tuf_timestamp, tuf_snapshot, tuf_targets, state_time, last_seen, conn_time)
 SELECT u.id, $1::text, u.model, u.hardware, u.version, u.slot, u.update_state, u.online,
-	u.tuf_root, u.tuf_timestamp, u.tuf_snapshot, u.tuf_targets, u.state_time, $2::timestamptz
+	u.tuf_root, u.tuf_timestamp, u.tuf_snapshot, u.tuf_targets, u.state_time, $2::timestamptz, u.conn_time
 FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::boolean[],
-	$10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[], $14::timestamptz[])
+	$10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[], $14::timestamptz[], $15::timestamptz[])
 	AS u(id, model, hardware, version, slot, update_state, online,
-		tuf_root, tuf_timestamp, tuf_snapshot, tuf_targets, state_time)
+		tuf_root, tuf_timestamp, tuf_snapshot, tuf_targets, state_time, conn_time)
 ORDER BY u.id
 ON CONFLICT (id) DO UPDATE SET
+	conn_time = excluded.conn_time,
 	model = excluded.model,
 	hardware = excluded.hardware,
 	version = excluded.version,
@@ -234,12 +235,28 @@ ON CONFLICT (id) DO UPDATE SET
 	last_seen = GREATEST(d.last_seen, excluded.last_seen)
 WHERE d.tenant = excluded.tenant AND (d.state_time IS NULL OR d.state_time <= excluded.state_time)`
 
+// willSQL applies last wills that upsertStatesSQL ignored as older than
+// the stored state: a will is fixed when its connection is made, so it is
+// always older than the states sent on that connection; it still means
+// offline when it belongs to the stored state's connection or a newer one.
+const willSQL = `
+UPDATE devices AS d SET online = false
+FROM unnest($1::text[], $2::timestamptz[]) AS w(id, conn)
+WHERE d.id = w.id AND d.tenant = $3 AND d.online AND d.conn_time IS NOT NULL AND d.conn_time <= w.conn`
+
 // conflictSQL finds a device of the batch registered under another tenant.
 // It runs after the writes, when any device the batch names exists, and a
 // device's tenant never changes, so what it finds is final.
 const conflictSQL = `SELECT id, tenant FROM devices WHERE id = ANY($1::text[]) AND tenant <> $2 ORDER BY id LIMIT 1`
 
 func (s *Postgres) upsertStates(ctx context.Context, tenant string, states []wire.State, received time.Time) error {
+	var willIDs []string
+	var willConns []time.Time
+	for _, st := range states {
+		if !st.Online && !st.Conn.IsZero() {
+			willIDs, willConns = append(willIDs, st.Device), append(willConns, st.Conn)
+		}
+	}
 	// One statement cannot update a row twice: keep each device's last word.
 	states = latestStates(states)
 	n := len(states)
@@ -248,21 +265,33 @@ func (s *Postgres) upsertStates(ctx context.Context, tenant string, states []wir
 		online                              = make([]bool, n)
 		root, ts, snap, targets             = make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
 		times                               = make([]time.Time, n)
+		conns                               = make([]*time.Time, n)
 	)
 	for i, st := range states {
 		ids[i], models[i], hws[i], vers[i], slots[i], upds[i] = st.Device, st.Model, st.Hardware, st.Version, st.Slot, st.UpdateState
 		online[i] = st.Online
 		root[i], ts[i], snap[i], targets[i] = st.TUF.Root, st.TUF.Timestamp, st.TUF.Snapshot, st.TUF.Targets
 		times[i] = st.Time
+		if !st.Conn.IsZero() {
+			conns[i] = &st.Conn
+		}
 	}
 	return s.inTx(ctx, func(tx pgx.Tx) error {
 		b := &pgx.Batch{}
-		b.Queue(upsertStatesSQL, tenant, received, ids, models, hws, vers, slots, upds, online, root, ts, snap, targets, times)
+		b.Queue(upsertStatesSQL, tenant, received, ids, models, hws, vers, slots, upds, online, root, ts, snap, targets, times, conns)
+		if len(willIDs) > 0 {
+			b.Queue(willSQL, willIDs, willConns, tenant)
+		}
 		b.Queue(conflictSQL, ids, tenant)
 		br := tx.SendBatch(ctx, b)
 		defer func() { _ = br.Close() }()
 		if _, err := br.Exec(); err != nil {
 			return err
+		}
+		if len(willIDs) > 0 {
+			if _, err := br.Exec(); err != nil {
+				return err
+			}
 		}
 		if err := conflict(br.QueryRow(), tenant); err != nil {
 			return err

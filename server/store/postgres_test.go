@@ -143,7 +143,7 @@ func TestPostgresWithSchema(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := "api_tokens devices events goose_db_version"; strings.Join(tables, " ") != want {
+	if want := "alerts api_tokens devices events goose_db_version"; strings.Join(tables, " ") != want {
 		t.Errorf("tables in %s = %v, want %s", schema, tables, want)
 	}
 }

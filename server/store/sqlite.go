@@ -245,14 +245,23 @@ func (t *sqliteTx) upsertState(ctx context.Context, tenant string, st wire.State
 	case curTenant != tenant:
 		return fmt.Errorf("%w: device registered under tenant %q, reported under %q", ErrConflict, curTenant, tenant)
 	case curTime.Valid && micros(st.Time) < curTime.Int64:
-		return nil // older than what we have: ignore
+		// Older than what we have: ignored, unless it is the last will
+		// of the connection the stored state came from (or a newer one):
+		// the will was fixed when connecting, so it is always older.
+		if st.Online || st.Conn.IsZero() {
+			return nil
+		}
+		_, err := t.exec(ctx, `UPDATE devices SET online = 0 WHERE id = ? AND online AND conn_time IS NOT NULL AND conn_time <= ?`,
+			st.Device, micros(st.Conn))
+		return err
 	}
 
 	_, err = t.exec(ctx, `
 INSERT INTO devices (id, tenant, model, hardware, version, slot, update_state, online,
-	tuf_root, tuf_timestamp, tuf_snapshot, tuf_targets, state_time, last_seen)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	tuf_root, tuf_timestamp, tuf_snapshot, tuf_targets, state_time, last_seen, conn_time)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET
+	conn_time = excluded.conn_time,
 	model = excluded.model,
 	hardware = excluded.hardware,
 	version = excluded.version,
@@ -267,8 +276,16 @@ ON CONFLICT (id) DO UPDATE SET
 	last_seen = max(devices.last_seen, excluded.last_seen)`,
 		st.Device, tenant, st.Model, st.Hardware, st.Version, st.Slot, st.UpdateState, st.Online,
 		st.TUF.Root, st.TUF.Timestamp, st.TUF.Snapshot, st.TUF.Targets,
-		micros(st.Time), micros(received))
+		micros(st.Time), micros(received), connMicros(st.Conn))
 	return err
+}
+
+// connMicros is a state's Conn as stored: NULL when not reported.
+func connMicros(t time.Time) sql.NullInt64 {
+	if t.IsZero() {
+		return sql.NullInt64{}
+	}
+	return sql.NullInt64{Int64: micros(t), Valid: true}
 }
 
 // AddEvent implements Store.
@@ -324,14 +341,16 @@ func (s *SQLite) AddEvents(ctx context.Context, tenant string, events []wire.Eve
 		return 0, err
 	}
 	defer tx.rollback()
-	seen := map[string]bool{} // device → has a new event
+	var devices []string       // distinct, in batch order
+	fresh := map[string]bool{} // device → has a new event
 	for _, e := range events {
-		if _, ok := seen[e.Device]; !ok {
-			if err := tx.ensureDevice(ctx, tenant, e.Device, received); err != nil {
-				return 0, fmt.Errorf("device %s: %w", e.Device, err)
-			}
-			seen[e.Device] = false
+		if _, ok := fresh[e.Device]; !ok {
+			fresh[e.Device] = false
+			devices = append(devices, e.Device)
 		}
+	}
+	if err := tx.ensureDevices(ctx, tenant, devices, received); err != nil {
+		return 0, err
 	}
 	for i, e := range events {
 		ok, err := tx.addEvent(ctx, tenant, e, fields[i], received)
@@ -340,15 +359,17 @@ func (s *SQLite) AddEvents(ctx context.Context, tenant string, events []wire.Eve
 		}
 		if ok {
 			inserted++
-			seen[e.Device] = true
+			fresh[e.Device] = true
 		}
 	}
-	for dev, fresh := range seen {
-		if fresh {
-			if err := tx.raiseLastSeen(ctx, dev, received); err != nil {
-				return 0, err
-			}
+	var raise []string
+	for _, d := range devices {
+		if fresh[d] {
+			raise = append(raise, d)
 		}
+	}
+	if err := tx.raiseLastSeenAll(ctx, raise, received); err != nil {
+		return 0, err
 	}
 	if err := tx.tx.Commit(); err != nil {
 		return 0, err
@@ -386,6 +407,69 @@ ON CONFLICT (device, id) DO NOTHING`,
 	}
 	n, err := res.RowsAffected()
 	return n > 0, err
+}
+
+// sqliteChunk bounds the devices one IN (...) list names.
+const sqliteChunk = 256
+
+// ensureDevices is ensureDevice for many devices, with one query per
+// sqliteChunk of them to find those that exist.
+func (t *sqliteTx) ensureDevices(ctx context.Context, tenant string, devices []string, received time.Time) error {
+	for len(devices) > 0 {
+		chunk := devices[:min(len(devices), sqliteChunk)]
+		devices = devices[len(chunk):]
+		args := make([]any, len(chunk))
+		for i, d := range chunk {
+			args[i] = d
+		}
+		rows, err := t.tx.QueryContext(ctx, `SELECT id, tenant FROM devices WHERE id IN (?`+strings.Repeat(", ?", len(chunk)-1)+`)`, args...)
+		if err != nil {
+			return err
+		}
+		known := make(map[string]string, len(chunk))
+		for rows.Next() {
+			var id, tn string
+			if err := rows.Scan(&id, &tn); err != nil {
+				rows.Close()
+				return err
+			}
+			known[id] = tn
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for _, d := range chunk {
+			tn, ok := known[d]
+			switch {
+			case !ok:
+				if _, err := t.exec(ctx, `INSERT INTO devices (id, tenant, last_seen) VALUES (?, ?, ?)`, d, tenant, micros(received)); err != nil {
+					return fmt.Errorf("device %s: %w", d, err)
+				}
+			case tn != tenant:
+				return fmt.Errorf("device %s: %w: device registered under tenant %q, reported under %q", d, ErrConflict, tn, tenant)
+			}
+		}
+	}
+	return nil
+}
+
+// raiseLastSeenAll is raiseLastSeen for many devices, one statement per
+// sqliteChunk of them.
+func (t *sqliteTx) raiseLastSeenAll(ctx context.Context, devices []string, received time.Time) error {
+	for len(devices) > 0 {
+		chunk := devices[:min(len(devices), sqliteChunk)]
+		devices = devices[len(chunk):]
+		args := make([]any, 0, len(chunk)+1)
+		args = append(args, micros(received))
+		for _, d := range chunk {
+			args = append(args, d)
+		}
+		if _, err := t.tx.ExecContext(ctx, `UPDATE devices SET last_seen = max(last_seen, ?) WHERE id IN (?`+strings.Repeat(", ?", len(chunk)-1)+`)`, args...); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (t *sqliteTx) raiseLastSeen(ctx context.Context, device string, received time.Time) error {

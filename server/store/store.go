@@ -43,6 +43,16 @@ type Device struct {
 	// Attested is the time of that outcome, zero until there is one.
 	Attestation string
 	Attested    time.Time
+
+	// Store.Device fills the fields below; ListDevices leaves them zero.
+
+	// StateTime is the time of the latest state the device reported, zero
+	// if it reported none (it is known from events only).
+	StateTime time.Time
+	// DesiredVersion and DesiredTime are the version a rollout wants the
+	// device to run ("" for none) and when that was set or withdrawn.
+	DesiredVersion string
+	DesiredTime    time.Time
 }
 
 // Sort orders of ListDevices. Each sorts by its key, then tenant, then
@@ -64,6 +74,10 @@ type DeviceFilter struct {
 	// SeenSince keeps devices with LastSeen at or after it; SeenBefore those
 	// with LastSeen strictly before it.
 	SeenSince, SeenBefore time.Time
+	// TUFTimestampBelow, when positive, keeps the devices that reported a
+	// state whose TUF timestamp version is below it: phones behind a frozen
+	// mirror. Devices that never reported a state are not kept.
+	TUFTimestampBelow int64
 
 	// Sort is one of the Sort constants; "" is SortID. Desc reverses it.
 	Sort string
@@ -163,4 +177,20 @@ type Store interface {
 
 	// Close releases the store's resources.
 	Close() error
+
+	// Device returns one device, its desired version included. An unknown
+	// device is ErrNotFound.
+	Device(ctx context.Context, id string) (Device, error)
+
+	// FleetSummary counts the devices matching f grouped by tenant, model,
+	// version, update state, attestation and online, in that order.
+	FleetSummary(ctx context.Context, f SummaryFilter) ([]SummaryRow, error)
+
+	// AddAlert stores a security alert; it is idempotent by ID: an ID
+	// already stored returns false, adds nothing, and leaves the stored
+	// alert with the larger Count and the later Last of the two.
+	AddAlert(ctx context.Context, a Alert) (inserted bool, err error)
+
+	// ListAlerts returns the alerts matching f, newest first.
+	ListAlerts(ctx context.Context, f AlertFilter) ([]Alert, error)
 }

@@ -37,6 +37,7 @@ func RunConformance(t *testing.T, open func(t *testing.T) store.Store) {
 		{"StateNewerReplaces", testStateNewerReplaces},
 		{"StateOlderIgnored", testStateOlderIgnored},
 		{"StateSameTimeReplaces", testStateSameTimeReplaces},
+		{"LastWill", testLastWill},
 		{"LastSeenNeverGoesBack", testLastSeenNeverGoesBack},
 		{"TenantConflict", testTenantConflict},
 		{"EventRoundTrip", testEventRoundTrip},
@@ -66,6 +67,10 @@ func RunConformance(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ConcurrentEvents", testConcurrentEvents},
 		{"ConcurrentBatches", testConcurrentBatches},
 		{"CanceledContext", testCanceledContext},
+		{"Alerts", testAlerts},
+		{"AlertsRepeat", testAlertsRepeat},
+		{"AlertsPages", testAlertsPages},
+		{"AlertsInvalid", testAlertsInvalid},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -95,6 +95,144 @@ func testListViews(t *testing.T, s store.Store) {
 			t.Errorf("ListDevices(%+v) = %v, want %v", tc.f, got, tc.want)
 		}
 	}
+	// The views of one device and of the whole fleet, on the same fleet.
+	t.Run("Device", func(t *testing.T) { testDeviceView(t, s) })
+	t.Run("FleetSummary", func(t *testing.T) { testFleetSummary(t, s) })
+}
+
+// testDeviceView: Store.Device is ListDevices' device plus its desired
+// version.
+func testDeviceView(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	for _, id := range []string{"a1", "a2", "b2", "z1"} {
+		got, err := s.Device(ctx, id)
+		if err != nil {
+			t.Fatalf("Device(%s): %v", id, err)
+		}
+		var want store.Device
+		for _, d := range list(t, s, store.DeviceFilter{}) {
+			if d.ID == id {
+				want = d
+			}
+		}
+		// Every device of the fleet reported a state at t0.
+		if !got.StateTime.Equal(at(0)) || got.StateTime.Location() != time.UTC {
+			t.Errorf("Device(%s).StateTime = %v, want %v UTC", id, got.StateTime, at(0))
+		}
+		got.StateTime = time.Time{}
+		if fmt.Sprintf("%+v", got) != fmt.Sprintf("%+v", want) {
+			t.Errorf("Device(%s) = %+v\nwant %+v", id, got, want)
+		}
+	}
+	// A device known from an event only has no state time.
+	addEvent(t, s, "acme", event("e0", "ev0", 1, at(0)), at(0), true)
+	if d, err := s.Device(ctx, "e0"); err != nil || !d.StateTime.IsZero() || d.Tenant != "acme" {
+		t.Errorf("Device(e0) = %+v, %v; want acme's, with no state time", d, err)
+	}
+	for _, step := range []struct {
+		version string
+		at      time.Time
+	}{{"1.2.0", at(10 * time.Minute)}, {"", at(20 * time.Minute)}} {
+		if _, err := s.SetDesired(ctx, "a2", step.version, step.at); err != nil {
+			t.Fatal(err)
+		}
+		d, err := s.Device(ctx, "a2")
+		if err != nil || d.DesiredVersion != step.version || !d.DesiredTime.Equal(step.at) || d.DesiredTime.Location() != time.UTC {
+			t.Errorf("Device(a2) after SetDesired(%q) = desired %q at %v, %v; want %q at %v UTC",
+				step.version, d.DesiredVersion, d.DesiredTime, err, step.version, step.at)
+		}
+	}
+	for _, id := range []string{"nope", "", "A1"} {
+		if d, err := s.Device(ctx, id); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("Device(%q) = %+v, %v; want ErrNotFound", id, d, err)
+		}
+	}
+}
+
+// testFleetSummary: the GROUP BY of the fleet, per tenant, with the devices
+// behind on TUF counted, and the ListDevices filter that lists them.
+func testFleetSummary(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	// a5 joins a1's group, trusting an old timestamp; e0 has sent an event
+	// but never a state, so it has no TUF versions to be behind with (the
+	// Device subtest may have added it already).
+	st := state("acme", "a5", "1.0.0", at(0))
+	st.TUF.Timestamp = 5
+	upsert(t, s, "acme", st, at(0))
+	setAttestation(t, s, "a5", "trusted", at(time.Minute))
+	if _, err := s.AddEvent(ctx, "acme", event("e0", "ev0", 1, at(0)), at(0)); err != nil {
+		t.Fatal(err)
+	}
+
+	row := func(tenant, model, version, upd, att string, online bool, n, behind int64) store.SummaryRow {
+		return store.SummaryRow{Tenant: tenant, Model: model, Version: version, UpdateState: upd, Attestation: att,
+			Online: online, Devices: n, TUFBehind: behind}
+	}
+	const idle = wire.UpdateIdle
+	acme := []store.SummaryRow{
+		row("acme", "", "", "", "", false, 1, 0),
+		row("acme", "dt100", "1.0.0", idle, "trusted", true, 2, 1),
+		row("acme", "dt100", "1.1.0", idle, "untrusted", false, 1, 0),
+		row("acme", "dt200", "1.0.0", idle, "trusted", false, 1, 0),
+		row("acme", "dt200", "1.1.0", idle, "", true, 1, 0),
+	}
+	beta := []store.SummaryRow{
+		row("beta", "dt100", "1.1.0", idle, "trusted", true, 1, 0),
+		row("beta", "dt200", "1.1.0", idle, "", false, 1, 0),
+		row("beta", "dt200", "1.10.0", idle, "", false, 1, 0),
+	}
+	zeta := []store.SummaryRow{row("zeta", "dt100", "1.9.0", idle, "stale", true, 1, 0)}
+	noneBehind := func(rows []store.SummaryRow) []store.SummaryRow {
+		out := slices.Clone(rows)
+		for i := range out {
+			out[i].TUFBehind = 0
+		}
+		return out
+	}
+	allBehind := func(rows []store.SummaryRow) []store.SummaryRow {
+		out := slices.Clone(rows)
+		for i := range out {
+			if out[i].Model != "" { // every device with a state
+				out[i].TUFBehind = out[i].Devices
+			}
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		f    store.SummaryFilter
+		want []store.SummaryRow
+	}{
+		{store.SummaryFilter{TUFTimestampBelow: 39}, slices.Concat(acme, beta, zeta)},
+		{store.SummaryFilter{}, noneBehind(slices.Concat(acme, beta, zeta))},
+		{store.SummaryFilter{TUFTimestampBelow: 5}, noneBehind(slices.Concat(acme, beta, zeta))},
+		{store.SummaryFilter{TUFTimestampBelow: 41}, allBehind(slices.Concat(acme, beta, zeta))},
+		{store.SummaryFilter{Tenant: "beta", TUFTimestampBelow: 39}, beta},
+		{store.SummaryFilter{Tenant: "acme", TUFTimestampBelow: 39}, acme},
+		{store.SummaryFilter{Tenant: "nobody"}, []store.SummaryRow{}},
+	} {
+		got, err := s.FleetSummary(ctx, tc.f)
+		if err != nil {
+			t.Fatalf("FleetSummary(%+v): %v", tc.f, err)
+		}
+		if got == nil || !slices.Equal(got, tc.want) {
+			t.Errorf("FleetSummary(%+v) =\n%+v\nwant\n%+v", tc.f, got, tc.want)
+		}
+	}
+
+	for _, tc := range []struct {
+		f    store.DeviceFilter
+		want []string
+	}{
+		{store.DeviceFilter{TUFTimestampBelow: 39}, []string{"acme/a5"}},
+		{store.DeviceFilter{TUFTimestampBelow: 5}, []string{}},
+		{store.DeviceFilter{TUFTimestampBelow: 41, Tenant: "beta"}, []string{"beta/a0", "beta/b1", "beta/b2"}},
+		{store.DeviceFilter{TUFTimestampBelow: 41, Sort: store.SortModel, Limit: 3},
+			[]string{"acme/a1", "acme/a2", "acme/a5"}},
+	} {
+		if got := deviceKeys(list(t, s, tc.f)); !slices.Equal(got, tc.want) {
+			t.Errorf("ListDevices(%+v) = %v, want %v", tc.f, got, tc.want)
+		}
+	}
 }
 
 func testListSort(t *testing.T, s store.Store) {
