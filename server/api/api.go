@@ -97,7 +97,7 @@ func New(o Options) (*API, error) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	for _, rt := range a.routes() {
-		a.mux.Handle(rt.pattern, a.auth(rt.roles, rt.h))
+		a.mux.Handle(rt.pattern, a.auth(rt.roles, a.audited(rt.pattern, rt.h)))
 	}
 	return a, nil
 }
