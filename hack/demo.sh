@@ -108,3 +108,6 @@ MSG
 fi
 step "Operator: the fleet (three phones on 1.1.0 that refused the tampered 1.2.0)"
 "$dialtone" devices list
+step "Operator: the compliance report, and the security alerts the refusals raised"
+"$dialtone" fleet summary
+"$dialtone" alerts list
