@@ -5,6 +5,7 @@ import (
 	"net"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -42,7 +43,9 @@ func StartSwtpm(t testing.TB) *Swtpm {
 			t.Logf("swtpm %s log:\n%s", s.Addr, s.logs.String())
 		}
 	})
-	s.Addr, s.ctrl = FreeAddr(t), FreeAddr(t)
+	// tpm2-tools' swtpm TCTI finds the control channel at the command
+	// port + 1: take two neighbouring free ports.
+	s.Addr, s.ctrl = freePortPair(t)
 	s.Spec = "swtpm:" + s.Addr
 	s.Start()
 	return s
@@ -96,4 +99,32 @@ func (s *Swtpm) Kill() {
 		s.t.Errorf("swtpm did not exit: %s", fmt.Sprint(s.cmd.Process.Pid))
 	}
 	s.cmd = nil
+}
+
+// freePortPair finds two free neighbouring ports, PORT and PORT+1.
+func freePortPair(t testing.TB) (cmd, ctrl string) {
+	t.Helper()
+	for range 100 {
+		a := FreeAddr(t)
+		_, p, _ := net.SplitHostPort(a)
+		n, _ := strconv.Atoi(p)
+		if n >= 65535 {
+			continue
+		}
+		next := net.JoinHostPort("127.0.0.1", strconv.Itoa(n+1))
+		ln, err := net.Listen("tcp", next)
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		return a, next
+	}
+	t.Fatal("no two neighbouring free ports found")
+	return "", ""
+}
+
+// TCTI is the TPM2TOOLS_TCTI value that points tpm2-tools at this TPM.
+func (s *Swtpm) TCTI() string {
+	_, port, _ := net.SplitHostPort(s.Addr)
+	return "swtpm:host=127.0.0.1,port=" + port
 }
