@@ -98,6 +98,12 @@ func Verify(akPublic []byte, q Quote, nonce []byte, pcrs map[uint][32]byte) (*tp
 	if err != nil {
 		return nil, err
 	}
+	return VerifyKey(key, q, nonce, pcrs)
+}
+
+// VerifyKey is Verify with the AK already parsed by AKPublic: a verifier
+// parses a device's AK once, at enrollment.
+func VerifyKey(key *ecdsa.PublicKey, q Quote, nonce []byte, pcrs map[uint][32]byte) (*tpm2.TPMSAttest, error) {
 	sig, err := strict[tpm2.TPMTSignature](q.Signature)
 	if err != nil {
 		return nil, fmt.Errorf("%w: signature: %v", ErrMalformed, err)
@@ -114,8 +120,9 @@ func Verify(akPublic []byte, q Quote, nonce []byte, pcrs map[uint][32]byte) (*tp
 	if !ecdsa.Verify(key, digest[:], r, s) {
 		return nil, ErrSignature
 	}
-	// Signed by the AK: what follows came from the TPM.
-	att, err := strict[tpm2.TPMSAttest](q.Attest)
+	// Signed by the AK, a restricted key: these bytes came from the TPM
+	// as they are, so parsing them needs no canonical-form check.
+	att, err := tpm2.Unmarshal[tpm2.TPMSAttest](q.Attest)
 	if err != nil {
 		return nil, fmt.Errorf("%w: attest: %v", ErrMalformed, err)
 	}
