@@ -705,11 +705,16 @@ func TestUBootPowerCut(t *testing.T) {
 }
 
 // fakeTool writes a shell script standing in for fw_printenv or fw_setenv.
+// A child process writes it: a file this process had open for writing can
+// be inherited, for a moment, by a child that a parallel test forks, and
+// exec of the script would then fail with "text file busy".
 func fakeTool(t *testing.T, name, body string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), name)
-	if err := os.WriteFile(p, []byte("#!/bin/sh\n"+body+"\n"), 0o755); err != nil {
-		t.Fatal(err)
+	cmd := exec.Command("/bin/sh", "-c", `cat > "$1" && chmod 755 "$1"`, "sh", p)
+	cmd.Stdin = strings.NewReader("#!/bin/sh\n" + body + "\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("writing %s: %v\n%s", name, err, out)
 	}
 	return p
 }
