@@ -23,6 +23,10 @@
 //     subscriber that discards them (ingest.go).
 //   - list: `devices list` with filters over 100,000 devices against an
 //     export of all of them, SQLite and PostgreSQL (list.go).
+//   - authz: an API request with token authentication and authorization
+//     against the same handler without them, in-process (authz.go).
+//   - password: one argon2id password verification with the server's
+//     parameters, judged against 50-500 ms (password.go).
 //
 // Usage: bench -dialtone bin/dialtone -workdir DIR [flags]; see -h.
 // `bench tufprof` profiles the /tuf/ handler in-process (see profile.go);
@@ -62,6 +66,7 @@ type config struct {
 	ingestRounds  int
 	ingestBatch   int
 	listRounds    int
+	authzRounds   int
 	cpuProfile    string
 }
 
@@ -88,7 +93,7 @@ func main() {
 	flag.IntVar(&cfg.installRounds, "install-rounds", 3, "install: interleaved rounds")
 	flag.StringVar(&cfg.rusage, "rusage", "", "the rusage wrapper, built from ./hack/bench/rusage (required for publish)")
 	flag.StringVar(&cfg.workdir, "workdir", "", "scratch directory for data dirs and the big files (required; emptied of what bench created)")
-	flag.StringVar(&only, "only", "tuf,bundle,publish,install,sizes,ingest,list", "comma-separated benchmarks to run")
+	flag.StringVar(&only, "only", "tuf,bundle,publish,install,sizes,ingest,list,authz,password,attest", "comma-separated benchmarks to run")
 	flag.IntVar(&cfg.conns, "conns", 64, "tuf: concurrent keep-alive connections")
 	flag.IntVar(&cfg.rounds, "rounds", 10, "tuf: interleaved rounds (each measures ours and the reference, 304 and 200)")
 	flag.DurationVar(&cfg.warmup, "warmup", 300*time.Millisecond, "tuf: unmeasured warm-up of each run")
@@ -102,6 +107,7 @@ func main() {
 	flag.IntVar(&cfg.ingestRounds, "ingest-rounds", 3, "ingest: interleaved rounds (reference, SQLite, PostgreSQL)")
 	flag.IntVar(&cfg.ingestBatch, "ingest-batch", 0, "ingest: fleet.Options.MaxBatch (0: the default; 1: no batching)")
 	flag.IntVar(&cfg.listRounds, "list-rounds", 5, "list: interleaved rounds (filtered lists, export)")
+	flag.IntVar(&cfg.authzRounds, "authz-rounds", 7, "authz: interleaved rounds (with and without auth)")
 	flag.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (what runs in-process: ingest, list) to `file`")
 	flag.Parse()
 	if cfg.workdir == "" {
@@ -199,6 +205,21 @@ func run(cfg config) ([]row, error) {
 	}
 	if cfg.only["list"] {
 		if err := step("list", func() ([]row, error) { return benchList(cfg) }); err != nil {
+			return rows, err
+		}
+	}
+	if cfg.only["authz"] {
+		if err := step("authz", func() ([]row, error) { return benchAuthz(cfg) }); err != nil {
+			return rows, err
+		}
+	}
+	if cfg.only["password"] {
+		if err := step("password", func() ([]row, error) { return benchPassword(cfg) }); err != nil {
+			return rows, err
+		}
+	}
+	if cfg.only["attest"] {
+		if err := step("attest", func() ([]row, error) { return benchAttest(cfg) }); err != nil {
 			return rows, err
 		}
 	}

@@ -75,6 +75,7 @@ func (a *API) alerts(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	f.Tenants = tenantSet(r) // the tenants the caller may see
 	as, err := a.opts.Alerts.ListAlerts(r.Context(), f)
 	if errors.Is(err, store.ErrBadFilter) {
 		writeError(w, http.StatusBadRequest, err.Error())

@@ -7,7 +7,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -18,9 +17,12 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/dialtone-dev/dialtone/internal/wire"
+	"github.com/dialtone-dev/dialtone/server/audit"
+	"github.com/dialtone-dev/dialtone/server/auth"
 	"github.com/dialtone-dev/dialtone/server/store"
 	"github.com/dialtone-dev/dialtone/server/tufrepo"
 )
@@ -39,6 +41,7 @@ type Repository interface {
 type TokenStore interface {
 	CreateToken(ctx context.Context, t store.Token) error
 	TokenByHash(ctx context.Context, hash []byte) (store.Token, error)
+	TokenByID(ctx context.Context, id string) (store.Token, error)
 	ListTokens(ctx context.Context) ([]store.Token, error)
 	RevokeToken(ctx context.Context, id string, when time.Time) error
 }
@@ -60,9 +63,22 @@ type Options struct {
 	Rollouts Rollouts
 	// Alerts lists security alerts (GET /v1/alerts); nil answers 501.
 	Alerts Alerts
-	// AdminToken is the bearer token that authorises every /v1 call. Only
-	// its SHA-256 is kept.
+	// AdminToken is the data directory's bootstrap admin token: a platform
+	// admin, authorised for every /v1 call. Only its SHA-256 is kept.
 	AdminToken string
+	// Sessions authenticates operators' session tokens; nil: none.
+	Sessions Sessions
+	// Accounts logs operators in and manages them (login.go); nil: those
+	// routes answer 501.
+	Accounts Accounts
+	// Audit keeps the audit log of changes (audit.go); nil: none recorded.
+	Audit store.Audit
+	// TrustedProxies are reverse proxies whose X-Forwarded-For names the
+	// client; nil: the connection's address is the client's.
+	TrustedProxies Proxies
+	// OIDC serves single sign-on's public routes under /v1/oidc/ (NewOIDC,
+	// oidc.go); nil: no SSO.
+	OIDC http.Handler
 	// MaxBundleBytes bounds a publish upload.
 	MaxBundleBytes int64
 	Logger         *slog.Logger
@@ -74,6 +90,15 @@ type API struct {
 	tokenHash [sha256.Size]byte
 	mux       *http.ServeMux
 	log       *slog.Logger
+	tokens    tokenCache
+	// deviceTenants caches the tenant of each device looked up (a device
+	// never changes tenant).
+	deviceTenants sync.Map
+	// onAllow, when set (tests), is told of every request the auth
+	// middleware lets through.
+	onAllow func(pattern string, p auth.Principal)
+	// auditLog counts failed audit appends (audit.go).
+	auditLog auditState
 }
 
 // New builds the handler.
@@ -91,20 +116,52 @@ func New(o Options) (*API, error) {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	a := &API{opts: o, tokenHash: sha256.Sum256([]byte(o.AdminToken)), mux: http.NewServeMux(), log: o.Logger}
-	a.mux.Handle("GET /tuf/", http.StripPrefix("/tuf", o.Repo.Handler()))
-	a.mux.Handle("HEAD /tuf/", http.StripPrefix("/tuf", o.Repo.Handler()))
+	tuf := transfer(http.StripPrefix("/tuf", o.Repo.Handler()))
+	a.mux.Handle("GET /tuf/", tuf)
+	a.mux.Handle("HEAD /tuf/", tuf)
 	a.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
+	if o.OIDC != nil {
+		// Public: an SSO login has no token yet (oidc.go).
+		a.mux.Handle("/v1/oidc/", o.OIDC)
+	}
 	for _, rt := range a.routes() {
-		a.mux.Handle(rt.pattern, a.auth(rt.roles, a.audited(rt.pattern, rt.h)))
+		a.mux.Handle(rt.pattern, a.auth(rt, a.audited(rt.pattern, rt.h)))
 	}
 	return a, nil
 }
 
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("X-Content-Type-Options", "nosniff")
+	h := w.Header()
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Referrer-Policy", "no-referrer")
+	// Nothing the server answers is a page that loads anything.
+	h.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+	if !strings.HasPrefix(r.URL.Path, "/tuf/") {
+		// /tuf/ sets its own (transfer); an upload route extends these
+		// (the auth middleware). Not every ResponseWriter supports
+		// deadlines (httptest's recorder): then there are none.
+		rc := http.NewResponseController(w)
+		_ = rc.SetReadDeadline(time.Now().Add(JSONReadTimeout))
+		_ = rc.SetWriteDeadline(time.Now().Add(JSONWriteTimeout))
+	}
+	if strings.HasPrefix(r.URL.Path, "/v1/") {
+		// API answers carry tenants' data and secrets (a new token): no
+		// cache keeps them. /tuf/ keeps its own caching (ETags).
+		h.Set("Cache-Control", "no-store")
+	}
 	a.mux.ServeHTTP(w, r)
+}
+
+// transfer lets a download run for up to TransferTimeout (the server has
+// no WriteTimeout of its own; see server/daemon).
+func transfer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(TransferTimeout))
+		next.ServeHTTP(w, r)
+	})
 }
 
 // errorBody is the one shape every error response has.
@@ -125,91 +182,58 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 	writeJSON(w, status, errorBody{Error: msg})
 }
 
-// Roles a principal can have. The admin token of the data directory is
-// RoleAdmin; API tokens carry their own role.
+// Roles, as auth names them.
 const (
-	RoleAdmin     = "admin"
-	RolePublisher = "publisher"
+	RoleAdmin     = auth.RoleAdmin
+	RolePublisher = auth.RolePublisher
 )
 
+// route is a line of the routes table: the pattern, the one permission it
+// needs (auth's policy table says which roles have it), how the middleware
+// finds the tenant it touches, and the body limit (0: MaxJSONBodyBytes;
+// bodyOwn: the handler bounds an upload itself).
 type route struct {
 	pattern string
-	roles   []string
+	perm    auth.Permission
+	tenant  tenantFrom
+	body    int64
 	h       http.HandlerFunc
 }
 
-// routes is the policy table: every /v1 endpoint and the roles allowed on
-// it. Scope within a role (a publisher's models) is checked where the
-// request names what it touches.
+// routes is the routes table: every /v1 endpoint, its permission and its
+// tenant rule. openapi.yaml describes the same routes (a test holds them
+// together), and the authorization matrix test is generated from both.
 func (a *API) routes() []route {
 	return []route{
-		{"GET /v1/devices", []string{RoleAdmin}, a.devices},
-		{"GET /v1/alerts", []string{RoleAdmin}, a.alerts},
-		{"GET /v1/devices/{id}", []string{RoleAdmin}, a.device},
-		{"GET /v1/devices/{id}/events", []string{RoleAdmin}, a.deviceEvents},
-		{"PUT /v1/devices/{id}/desired", []string{RoleAdmin}, a.setDesired},
-		{"POST /v1/devices/{id}/cmd", []string{RoleAdmin}, a.deviceCommand},
-		{"GET /v1/fleet/summary", []string{RoleAdmin}, a.fleetSummary},
-		{"GET /v1/firmware/delegation", []string{RoleAdmin, RolePublisher}, a.delegation},
-		{"POST /v1/firmware", []string{RoleAdmin, RolePublisher}, a.publish},
-		{"POST /v1/tuf/push", []string{RoleAdmin, RolePublisher}, a.push},
-		{"GET /v1/tuf/status", []string{RoleAdmin, RolePublisher}, a.tufStatus},
-		{"POST /v1/tokens", []string{RoleAdmin}, a.createToken},
-		{"GET /v1/tokens", []string{RoleAdmin}, a.listTokens},
-		{"DELETE /v1/tokens/{id}", []string{RoleAdmin}, a.revokeToken},
+		{"GET /v1/devices", auth.DevicesRead, fromSet, 0, a.devices},
+		{"GET /v1/alerts", auth.AlertsRead, fromSet, 0, a.alerts},
+		{"GET /v1/devices/{id}", auth.DevicesRead, fromDevice, 0, a.device},
+		{"GET /v1/devices/{id}/events", auth.DevicesRead, fromDevice, 0, a.deviceEvents},
+		{"PUT /v1/devices/{id}/desired", auth.RolloutsWrite, fromDevice, 0, a.setDesired},
+		{"POST /v1/devices/{id}/cmd", auth.DevicesCommand, fromDevice, 0, a.deviceCommand},
+		{"GET /v1/fleet/summary", auth.FleetRead, fromSet, 0, a.fleetSummary},
+		{"GET /v1/firmware/delegation", auth.FirmwarePublish, fromNone, 0, a.delegation},
+		{"POST /v1/firmware", auth.FirmwarePublish, fromNone, bodyOwn, a.publish},
+		{"POST /v1/tuf/push", auth.TUFPush, fromNone, bodyOwn, a.push},
+		{"GET /v1/tuf/status", auth.TUFRead, fromNone, 0, a.tufStatus},
+		{"POST /v1/tokens", auth.TokensManage, fromSet, 0, a.createToken},
+		{"GET /v1/tokens", auth.TokensManage, fromSet, 0, a.listTokens},
+		{"DELETE /v1/tokens/{id}", auth.TokensManage, fromToken, 0, a.revokeToken},
+		{"GET /v1/audit", auth.AuditRead, fromSet, 0, a.auditList},
+		{"GET /v1/audit/head", auth.AuditVerify, fromNone, 0, a.auditHead},
+		// Operators (login.go). The service checks the tenants a user
+		// request names (body or path) against the caller's roles.
+		{"POST /v1/login", Public, fromNone, 0, a.login},
+		{"POST /v1/logout", Public, fromNone, 0, a.logout},
+		{"POST /v1/users", auth.UsersManage, fromSet, 0, a.createUser},
+		{"GET /v1/users", auth.UsersManage, fromSet, 0, a.listUsers},
+		{"PUT /v1/users/{id}/tenants/{tenant}", auth.UsersManage, fromSet, 0, a.setUserRole},
+		{"DELETE /v1/users/{id}/tenants/{tenant}", auth.UsersManage, fromSet, 0, a.removeUserRole},
+		{"POST /v1/users/{id}/totp", auth.UsersManage, fromSet, 0, a.enrollTOTP},
+		{"POST /v1/users/{id}/password", auth.UsersManage, fromSet, 0, a.setUserPassword},
+		{"POST /v1/users/{id}/identities", auth.UsersManage, fromSet, 0, a.linkIdentity},
+		{"DELETE /v1/users/{id}/identities", auth.UsersManage, fromSet, 0, a.unlinkIdentity},
 	}
-}
-
-// Principal is who a request acts as.
-type Principal struct {
-	Role    string
-	Models  []string // nil: every model
-	TokenID string
-}
-
-type principalKey struct{}
-
-func principal(r *http.Request) Principal {
-	p, _ := r.Context().Value(principalKey{}).(Principal)
-	return p
-}
-
-func (a *API) authenticate(r *http.Request) (Principal, bool) {
-	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok || tok == "" {
-		return Principal{}, false
-	}
-	h := sha256.Sum256([]byte(tok))
-	if subtle.ConstantTimeCompare(h[:], a.tokenHash[:]) == 1 {
-		return Principal{Role: RoleAdmin, TokenID: "admin"}, true
-	}
-	t, err := a.opts.Tokens.TokenByHash(r.Context(), h[:])
-	if err != nil {
-		if !errors.Is(err, store.ErrNotFound) {
-			a.log.Error("looking up token", "err", err)
-		}
-		return Principal{}, false
-	}
-	if !t.Revoked.IsZero() || !time.Now().Before(t.Expires) {
-		return Principal{}, false
-	}
-	return Principal{Role: t.Role, Models: t.Models, TokenID: t.ID}, true
-}
-
-func (a *API) auth(roles []string, next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p, ok := a.authenticate(r)
-		if !ok {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="dialtone"`)
-			writeError(w, http.StatusUnauthorized, "missing, invalid, expired or revoked token")
-			return
-		}
-		if !slices.Contains(roles, p.Role) {
-			writeError(w, http.StatusForbidden, fmt.Sprintf("role %s may not do this", p.Role))
-			return
-		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
-	})
 }
 
 func (a *API) delegation(w http.ResponseWriter, r *http.Request) {
@@ -371,7 +395,7 @@ func (a *API) push(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := principal(r)
-	req.Actor = p.Role + ":" + p.TokenID
+	req.Actor = p.String()
 	req.Models = p.Models
 	res, err := a.opts.Repo.Push(r.Context(), req)
 	var rej *tufrepo.RejectedError
@@ -406,8 +430,11 @@ func (a *API) tufStatus(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, TUFStatus{Roles: a.opts.Repo.Status(), Revocations: revs})
 }
 
-// TokenRequest creates an API token.
+// TokenRequest creates an API token: a role in a tenant, for its TTL.
+// Publisher tokens name their models and may have no tenant (publishing is
+// limited by models, not tenants); only platform admins make those.
 type TokenRequest struct {
+	Tenant      string        `json:"tenant,omitempty"`
 	Role        string        `json:"role"`
 	Models      []string      `json:"models,omitempty"`
 	Description string        `json:"description,omitempty"`
@@ -419,6 +446,7 @@ type TokenRequest struct {
 type TokenInfo struct {
 	ID          string    `json:"id"`
 	Token       string    `json:"token,omitempty"`
+	Tenant      string    `json:"tenant,omitempty"`
 	Role        string    `json:"role"`
 	Models      []string  `json:"models,omitempty"`
 	Description string    `json:"description,omitempty"`
@@ -438,11 +466,19 @@ func DecodeTokenRequest(r io.Reader) (TokenRequest, error) {
 	if err := dec.Decode(&tr); err != nil {
 		return tr, fmt.Errorf("%w: %v", ErrForm, err)
 	}
-	if tr.Role != RolePublisher {
-		return tr, fmt.Errorf("%w: role %q: API tokens are for publishers (CI) so far", ErrForm, tr.Role)
+	if !auth.ValidRole(tr.Role) {
+		return tr, fmt.Errorf("%w: role %q: want one of %s", ErrForm, tr.Role, strings.Join(auth.Roles, ", "))
 	}
-	if len(tr.Models) == 0 || len(tr.Models) > 64 {
+	if tr.Tenant != "" && !wire.ValidID(tr.Tenant) {
+		return tr, fmt.Errorf("%w: bad tenant %q", ErrForm, tr.Tenant)
+	}
+	switch {
+	case tr.Role == RolePublisher && (len(tr.Models) == 0 || len(tr.Models) > 64):
 		return tr, fmt.Errorf("%w: a publisher token names 1 to 64 models", ErrForm)
+	case tr.Role != RolePublisher && len(tr.Models) > 0:
+		return tr, fmt.Errorf("%w: only publisher tokens name models", ErrForm)
+	case tr.Role != RolePublisher && tr.Tenant == "":
+		return tr, fmt.Errorf("%w: a %s token needs a tenant", ErrForm, tr.Role)
 	}
 	for _, m := range tr.Models {
 		if !wire.ValidID(m) {
@@ -464,6 +500,10 @@ func (a *API) createToken(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	if err := auth.CanGrant(principal(r), tr.Tenant, tr.Role); err != nil {
+		writeError(w, http.StatusForbidden, err.Error())
+		return
+	}
 	secret := make([]byte, 32)
 	id := make([]byte, 6)
 	if _, err := rand.Read(secret); err != nil {
@@ -474,23 +514,24 @@ func (a *API) createToken(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, "no randomness")
 		return
 	}
-	token := "dtp_" + hex.EncodeToString(secret)
+	token := APITokenPrefix + hex.EncodeToString(secret)
 	h := sha256.Sum256([]byte(token))
 	now := time.Now().UTC().Truncate(time.Second)
-	t := store.Token{ID: hex.EncodeToString(id), Hash: h[:], Role: tr.Role, Models: tr.Models, Description: tr.Description,
+	t := store.Token{ID: hex.EncodeToString(id), Hash: h[:], Tenant: tr.Tenant, Role: tr.Role, Models: tr.Models, Description: tr.Description,
 		Created: now, Expires: now.Add(tr.TTL)}
 	if err := a.opts.Tokens.CreateToken(r.Context(), t); err != nil {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
-	a.log.Info("token created", "id", t.ID, "role", t.Role, "models", t.Models, "expires", t.Expires)
+	a.log.Info("token created", "id", t.ID, "tenant", t.Tenant, "role", t.Role, "by", principal(r).String(), "models", t.Models, "expires", t.Expires)
+	auditTokenCreated(r.Context(), t)
 	info := tokenInfo(t)
 	info.Token = token
 	writeJSON(w, http.StatusCreated, info)
 }
 
 func tokenInfo(t store.Token) TokenInfo {
-	return TokenInfo{ID: t.ID, Role: t.Role, Models: t.Models, Description: t.Description, Created: t.Created, Expires: t.Expires, Revoked: t.Revoked}
+	return TokenInfo{ID: t.ID, Tenant: t.Tenant, Role: t.Role, Models: t.Models, Description: t.Description, Created: t.Created, Expires: t.Expires, Revoked: t.Revoked}
 }
 
 func (a *API) listTokens(w http.ResponseWriter, r *http.Request) {
@@ -500,14 +541,18 @@ func (a *API) listTokens(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := make([]TokenInfo, 0, len(ts))
+	set := tenantSet(r)
 	for _, t := range ts {
-		out = append(out, tokenInfo(t))
+		if set == nil || slices.Contains(set, t.Tenant) {
+			out = append(out, tokenInfo(t))
+		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"tokens": out})
 }
 
 func (a *API) revokeToken(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
+	before := a.tokenState(r.Context(), id)
 	err := a.opts.Tokens.RevokeToken(r.Context(), id, time.Now().UTC())
 	if errors.Is(err, store.ErrNotFound) {
 		writeError(w, http.StatusNotFound, "no valid token "+id)
@@ -517,6 +562,8 @@ func (a *API) revokeToken(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
-	a.log.Info("token revoked", "id", id)
+	a.tokens.drop(id)
+	audit.SetChange(r.Context(), before, a.tokenState(r.Context(), id))
+	a.log.Info("token revoked", "id", id, "by", principal(r).String())
 	writeJSON(w, http.StatusOK, map[string]string{"revoked": id})
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/dialtone-dev/dialtone/internal/wire"
+	"github.com/dialtone-dev/dialtone/server/auth"
 	"github.com/dialtone-dev/dialtone/server/store"
 	"github.com/dialtone-dev/dialtone/server/tufrepo"
 )
@@ -313,9 +314,11 @@ func sha256Sum(s string) []byte {
 
 func FuzzDecodeTokenRequest(f *testing.F) {
 	f.Add([]byte(`{"role":"publisher","models":["dt100"],"ttl":3600000000000}`))
+	f.Add([]byte(`{"tenant":"acme","role":"viewer","ttl":3600000000000}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		tr, err := DecodeTokenRequest(bytes.NewReader(b))
-		if err == nil && (tr.Role != RolePublisher || len(tr.Models) == 0 || tr.TTL <= 0 || tr.TTL > MaxTokenTTL) {
+		if err == nil && (!auth.ValidRole(tr.Role) || (tr.Role == RolePublisher) != (len(tr.Models) > 0) ||
+			(tr.Role != RolePublisher && tr.Tenant == "") || tr.TTL <= 0 || tr.TTL > MaxTokenTTL) {
 			t.Fatalf("accepted %+v", tr)
 		}
 	})

@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/dialtone-dev/dialtone/internal/wire"
+	"github.com/dialtone-dev/dialtone/server/audit"
 	"github.com/dialtone-dev/dialtone/server/store"
 	"golang.org/x/mod/semver"
 )
@@ -186,6 +187,7 @@ func (a *API) devices(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f := dq.Filter
+	f.Tenants = tenantSet(r) // the tenants the caller may see
 	if dq.TUFBehind {
 		if f.TUFTimestampBelow = a.tufBehindBelow(); f.TUFTimestampBelow == 0 {
 			// The repository is too young for any device to lag.
@@ -348,6 +350,7 @@ func (a *API) setDesired(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	before := a.desiredBefore(r.Context(), id)
 	d, err := a.opts.Rollouts.SetDesired(r.Context(), id, dr.Version)
 	if errors.Is(err, store.ErrNotFound) {
 		writeError(w, http.StatusNotFound, "no device "+id)
@@ -357,7 +360,9 @@ func (a *API) setDesired(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, "setting desired version: "+err.Error())
 		return
 	}
-	a.log.Info("desired version set", "device", id, "version", dr.Version, "by", principal(r).TokenID)
+	audit.SetTenant(r.Context(), d.Tenant)
+	audit.SetChange(r.Context(), before, d)
+	a.log.Info("desired version set", "device", id, "version", dr.Version, "by", principal(r).String())
 	writeJSON(w, http.StatusOK, d)
 }
 
@@ -432,7 +437,7 @@ func (a *API) deviceCommand(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, "sending command: "+err.Error())
 		return
 	}
-	a.log.Info("command sent", "device", id, "name", cmd.Name, "id", cmd.ID, "by", principal(r).TokenID)
+	a.log.Info("command sent", "device", id, "name", cmd.Name, "id", cmd.ID, "by", principal(r).String())
 	// Accepted: the broker has it; whether the device acts on it shows in
 	// its events.
 	writeJSON(w, http.StatusAccepted, CommandSent{Device: id, ID: cmd.ID, Name: cmd.Name, Time: cmd.Time})

@@ -70,6 +70,7 @@ func (a *API) fleetSummary(w http.ResponseWriter, r *http.Request) {
 		}
 		f.Tenant = vs[0]
 	}
+	f.Tenants = tenantSet(r) // the tenants the caller may see
 	ts := a.tufTimestamp()
 	f.TUFTimestampBelow = a.tufBehindBelow()
 	rows, err := a.opts.Devices.FleetSummary(r.Context(), f)

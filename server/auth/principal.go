@@ -6,6 +6,37 @@
 // Authorization is decided in one place: the API's middleware asks
 // Authorize with the permission its policy table names for the route and
 // the tenant the request touches. Handlers never check roles themselves.
+//
+// # Logging in
+//
+// Service keeps operators. Passwords are hashed with argon2id (DefaultParams:
+// m=64 MiB, t=2, p=1, above OWASP's minimum, about 80 ms a verification on
+// the reference machine; the parameters are stored in each PHC hash and a
+// weaker hash is redone at its owner's next login); at most two hashes
+// run at once and at most 32 more wait, so a burst of logins cannot starve
+// the server. Platform admins, tenant admins and anyone who enrolled TOTP
+// (RFC 6238, ±1 step) must give a TOTP code or one of ten single-use
+// recovery codes; a TOTP step is accepted once per user. A login answers a
+// session token (prefix dts_, 32 random bytes, stored as SHA-256, 12 hours).
+// Refusals never say whether the name exists: an unknown name costs the same
+// argon2id verification as a wrong password.
+//
+// Abuse policy (DefaultLimitPolicy), checked before any hashing, refusals
+// answered 429 with Retry-After:
+//   - per client address (IPv4 address or IPv6 /64): 20 attempts a minute,
+//     bursts of 10, across all accounts;
+//   - per account and address: 5 consecutive failures are free, then the
+//     next attempt waits 1 s, 2 s, 4 s … up to 15 minutes. Only that address
+//     waits: someone hammering an account from one address never locks its
+//     owner out elsewhere;
+//   - per account, second factor: 5 consecutive wrong TOTP or recovery codes
+//     after a right password are free, then the same doubling wait for the
+//     account's second-factor attempts from every address (only someone who
+//     knows the password gets there);
+//   - per user, TOTP enrollment (which replaces the factor and the recovery
+//     codes): 5, then one every 10 minutes;
+//   - a success clears the account's counts; a count is forgotten an hour
+//     after its last failure. Counts live in each replica's memory.
 package auth
 
 import (

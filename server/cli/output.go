@@ -67,11 +67,12 @@ func (o *clientOptions) AddFlags(cmd *cobra.Command) {
 }
 
 func (o *clientOptions) Validate() error {
+	o.fromCredentials() // the session of dialtone login, when no token is given
 	if o.Server == "" {
 		return fmt.Errorf("--server (or DIALTONE_SERVER) is required")
 	}
 	if o.Token == "" {
-		return fmt.Errorf("--token (or DIALTONE_TOKEN) is required")
+		return fmt.Errorf("--token (or DIALTONE_TOKEN) is required, or a session of dialtone login")
 	}
 	return nil
 }

@@ -94,6 +94,8 @@ func New(stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(brokerCmd(g))
 	root.AddCommand(fleetCmd(g))
 	root.AddCommand(alertsCmd(g))
+	root.AddCommand(loginCmd(g), logoutCmd(g), usersCmd(g))
+	root.AddCommand(auditCmd(g))
 	return root
 }
 

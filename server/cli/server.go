@@ -29,6 +29,8 @@ type serverOptions struct {
 	// Alerts.
 	AlertWebhook           string
 	AlertWebhookSecretFile string
+	// Single sign-on (server_oidc.go).
+	OIDC serverOIDCOptions
 }
 
 // alertWebhookSecret reads --alert-webhook-secret-file ("" without one).
@@ -63,6 +65,7 @@ func (o *serverOptions) AddFlags(cmd *cobra.Command) {
 	cmd.Flags().BoolVar(&o.BrokerShared, "broker-shared", false, "external broker: subscribe with a shared subscription ($share/dialtone/…) so that several server replicas split the reports")
 	cmd.Flags().StringVar(&o.MosquittoLog, "mosquitto-log", "", "external broker: Mosquitto's log file, followed to raise its ACL denials as alerts")
 	cmd.Flags().StringVar(&o.AlertWebhook, "alert-webhook", "", "URL (http or https) every security alert is POSTed to as JSON")
+	o.OIDC.AddFlags(cmd)
 	cmd.Flags().StringVar(&o.AlertWebhookSecretFile, "alert-webhook-secret-file", "", "file holding the secret that signs alert webhook bodies (header X-Dialtone-Signature: sha256=<hex HMAC-SHA256>)")
 	cmd.Flags().BoolVar(&o.Dev, "dev", false, "development mode: generate all keys on first start and let devices in by name. NEVER in production")
 }
@@ -92,11 +95,15 @@ func serverCmd(g *globalOptions) *cobra.Command {
 			if err != nil {
 				return &ExitCodeError{Code: ExitUsage, Err: err}
 			}
+			sso, err := o.OIDC.daemonOptions()
+			if err != nil {
+				return &ExitCodeError{Code: ExitUsage, Err: err}
+			}
 			return daemon.Run(ctx, daemon.Options{
 				DataDir: o.DataDir, HTTPAddr: o.HTTP, MQTTAddr: o.MQTT, Dev: o.Dev, TargetsBucket: o.Targets, Store: o.Store, Logger: g.logger(),
 				External: daemon.ExternalBroker{URL: o.Broker, CAFile: o.BrokerCA, CertFile: o.BrokerCert, KeyFile: o.BrokerKey,
 					Shared: o.BrokerShared, MosquittoLog: o.MosquittoLog},
-				AlertWebhook: o.AlertWebhook, AlertWebhookSecret: secret,
+				AlertWebhook: o.AlertWebhook, AlertWebhookSecret: secret, OIDC: sso,
 			})
 		},
 	}

@@ -18,6 +18,7 @@ import (
 type tokensCreateOptions struct {
 	clientOptions
 	outputOptions
+	Tenant      string
 	Role        string
 	Models      []string
 	TTL         time.Duration
@@ -25,17 +26,21 @@ type tokensCreateOptions struct {
 }
 
 func tokensCmd(g *globalOptions) *cobra.Command {
-	cmd := &cobra.Command{Use: "tokens", Short: "API tokens for CI pipelines: scoped to models, expiring, revocable"}
+	cmd := &cobra.Command{Use: "tokens", Short: "API tokens for CI and scripts: scoped to a tenant and role (publishers to models), expiring, revocable"}
 	co := &tokensCreateOptions{}
 	create := &cobra.Command{
 		Use:   "create",
 		Short: "Create a token; it is shown once and stored only as a hash",
 		Args:  cobra.NoArgs,
+		Long: `Create an API token with a role in a tenant (--tenant, --role viewer, operator or admin),
+or a publisher token for CI that publishes firmware of the --models it names (a tenant is
+optional for those: publishing is limited by models, not tenants). Tokens expire (--expires,
+at most a year); the token is shown once and the server keeps only its hash.`,
 		PreRunE: func(*cobra.Command, []string) error {
 			return firstUsageError(co.clientOptions.Validate(), co.outputOptions.Validate())
 		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			body, _ := json.Marshal(api.TokenRequest{Role: co.Role, Models: co.Models, TTL: co.TTL, Description: co.Description})
+			body, _ := json.Marshal(api.TokenRequest{Tenant: co.Tenant, Role: co.Role, Models: co.Models, TTL: co.TTL, Description: co.Description})
 			var info api.TokenInfo
 			if err := sendJSON(cmd.Context(), co.clientOptions, http.MethodPost, "/v1/tokens", body, http.StatusCreated, &info); err != nil {
 				return err
@@ -43,15 +48,18 @@ func tokensCmd(g *globalOptions) *cobra.Command {
 			if co.Format == "table" {
 				fmt.Fprintf(g.stderr, "store this token now: it is not shown again\n")
 			}
-			return co.print(g.stdout, info, []string{"ID", "TOKEN", "ROLE", "MODELS", "EXPIRES"},
-				[][]string{{info.ID, info.Token, info.Role, strings.Join(info.Models, ","), info.Expires.Format(time.RFC3339)}})
+			return co.print(g.stdout, info, []string{"ID", "TOKEN", "TENANT", "ROLE", "MODELS", "EXPIRES"},
+				[][]string{{info.ID, info.Token, orDash(info.Tenant), info.Role, strings.Join(info.Models, ","), info.Expires.Format(time.RFC3339)}})
 		},
 	}
 	co.clientOptions.AddFlags(create)
 	co.outputOptions.AddFlags(create)
-	create.Flags().StringVar(&co.Role, "role", "publisher", "role of the token")
-	create.Flags().StringSliceVar(&co.Models, "models", nil, "models the token may publish (required)")
-	create.Flags().DurationVar(&co.TTL, "ttl", 90*24*time.Hour, "lifetime")
+	create.Flags().StringVar(&co.Tenant, "tenant", "", "tenant the token acts in (required but for publisher tokens)")
+	create.Flags().StringVar(&co.Role, "role", "publisher", "role of the token: viewer, operator, publisher or admin")
+	create.Flags().StringSliceVar(&co.Models, "models", nil, "models a publisher token may publish (required for publishers)")
+	create.Flags().DurationVar(&co.TTL, "expires", 90*24*time.Hour, "lifetime, at most "+api.MaxTokenTTL.String())
+	create.Flags().DurationVar(&co.TTL, "ttl", 90*24*time.Hour, "lifetime (the old name of --expires)")
+	_ = create.Flags().MarkHidden("ttl")
 	create.Flags().StringVar(&co.Description, "description", "", "what the token is for")
 
 	lo := &tokensCreateOptions{}
@@ -78,9 +86,9 @@ func tokensCmd(g *globalOptions) *cobra.Command {
 				case time.Now().After(t.Expires):
 					state = "expired"
 				}
-				rows = append(rows, []string{t.ID, t.Role, strings.Join(t.Models, ","), t.Expires.Format(time.RFC3339), state, t.Description})
+				rows = append(rows, []string{t.ID, orDash(t.Tenant), t.Role, strings.Join(t.Models, ","), t.Expires.Format(time.RFC3339), state, t.Description})
 			}
-			return lo.print(g.stdout, out.Tokens, []string{"ID", "ROLE", "MODELS", "EXPIRES", "STATE", "DESCRIPTION"}, rows)
+			return lo.print(g.stdout, out.Tokens, []string{"ID", "TENANT", "ROLE", "MODELS", "EXPIRES", "STATE", "DESCRIPTION"}, rows)
 		},
 	}
 	lo.clientOptions.AddFlags(list)

@@ -27,6 +27,7 @@ import (
 	"github.com/dialtone-dev/dialtone/keys"
 	"github.com/dialtone-dev/dialtone/server/alert"
 	"github.com/dialtone-dev/dialtone/server/api"
+	"github.com/dialtone-dev/dialtone/server/auth"
 	"github.com/dialtone-dev/dialtone/server/broker"
 	"github.com/dialtone-dev/dialtone/server/fleet"
 	"github.com/dialtone-dev/dialtone/server/rollout"
@@ -74,12 +75,16 @@ type Options struct {
 	// bodies (X-Dialtone-Signature: sha256=<hex HMAC>).
 	AlertWebhook       string
 	AlertWebhookSecret string
+	// OIDC configures single sign-on (oidc.go); off without an issuer.
+	OIDC OIDCOptions
 }
 
 // fleetStore is the fleet store with its API tokens: SQLite or PostgreSQL.
 type fleetStore interface {
 	store.Store
 	store.Tokens
+	store.Audit
+	store.Users
 }
 
 func openStore(ctx context.Context, o Options) (fleetStore, error) {
@@ -408,7 +413,16 @@ func Run(ctx context.Context, o Options) error {
 		}
 		mqttAddr = br.Addr().String()
 	}
-	h, err := api.New(api.Options{Repo: repo, Devices: st, Tokens: st, Rollouts: ro, Alerts: st, AdminToken: token, Logger: log.With("component", "api")})
+	accounts, err := auth.New(st, auth.WithLogger(log.With("component", "auth")))
+	if err != nil {
+		return err
+	}
+	sso, err := oidcHandler(ctx, o, accounts, log.With("component", "oidc"))
+	if err != nil {
+		return err
+	}
+	h, err := api.New(api.Options{Repo: repo, Devices: st, Tokens: st, Rollouts: ro, Alerts: st, Audit: st, AdminToken: token,
+		Sessions: accounts, Accounts: accounts, OIDC: sso, Logger: log.With("component", "api")})
 	if err != nil {
 		return err
 	}
@@ -416,7 +430,13 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", o.HTTPAddr, err)
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	// No ReadTimeout or WriteTimeout here: one server carries small JSON
+	// calls, 512 MiB firmware uploads and firmware downloads to slow phones,
+	// so the API sets each request's read and write deadlines itself
+	// (api.JSONReadTimeout, api.JSONWriteTimeout, api.TransferTimeout for
+	// publish and /tuf/) with http.ResponseController.
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second,
+		MaxHeaderBytes: 64 << 10, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	addrs := Addrs{HTTP: ln.Addr().String(), MQTT: mqttAddr}
 	b, _ := json.Marshal(addrs)
 	if err := atomicfile.WriteFile(filepath.Join(o.DataDir, AddrFile), b, 0o644); err != nil {

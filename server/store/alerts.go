@@ -57,6 +57,9 @@ type Alert struct {
 type AlertFilter struct {
 	// Exact matches.
 	Tenant, Device, Kind string
+	// Tenants, when not nil, keeps the alerts of these tenants only (the
+	// tenants the caller may see); an empty, non-nil set keeps none.
+	Tenants []string
 	// Since keeps the alerts whose Time is at or after it.
 	Since time.Time
 	// Limit caps the number of alerts; zero or negative means all.
@@ -146,6 +149,9 @@ func alertClauses(f AlertFilter, d dialect) (string, []any, error) {
 		if eq.v != "" {
 			where = append(where, eq.col+" = "+arg(eq.v))
 		}
+	}
+	if f.Tenants != nil {
+		where = append(where, tenantIn(f.Tenants, arg))
 	}
 	if !f.Since.IsZero() {
 		where = append(where, "time >= "+arg(d.time(f.Since)))

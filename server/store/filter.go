@@ -91,6 +91,20 @@ var (
 	}
 )
 
+// tenantIn returns the condition that keeps the rows of tenants: `tenant IN
+// (...)`, or one that keeps none for an empty set (fail closed: a caller
+// allowed no tenant sees nothing).
+func tenantIn(tenants []string, arg func(any) string) string {
+	if len(tenants) == 0 {
+		return "1 = 0"
+	}
+	ps := make([]string, len(tenants))
+	for i, t := range tenants {
+		ps[i] = arg(t)
+	}
+	return "tenant IN (" + strings.Join(ps, ", ") + ")"
+}
+
 // listClauses returns the WHERE, ORDER BY, LIMIT and OFFSET clauses of f's
 // listing, and their arguments.
 func listClauses(f DeviceFilter, d dialect) (string, []any, error) {
@@ -114,6 +128,9 @@ func listClauses(f DeviceFilter, d dialect) (string, []any, error) {
 		if eq.v != "" {
 			where = append(where, eq.col+" = "+arg(eq.v))
 		}
+	}
+	if f.Tenants != nil {
+		where = append(where, tenantIn(f.Tenants, arg))
 	}
 	if f.Online != nil {
 		where = append(where, "online = "+arg(*f.Online))

@@ -15,8 +15,8 @@ func (s *Postgres) CreateToken(ctx context.Context, t Token) error {
 	if err := checkToken(t); err != nil {
 		return err
 	}
-	_, err := s.pool.Exec(ctx, `INSERT INTO api_tokens (id, hash, role, models, description, created, expires) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-		t.ID, t.Hash, t.Role, strings.Join(t.Models, ","), t.Description, t.Created, t.Expires)
+	_, err := s.pool.Exec(ctx, `INSERT INTO api_tokens (id, hash, tenant, role, models, description, created, expires) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+		t.ID, t.Hash, t.Tenant, t.Role, strings.Join(t.Models, ","), t.Description, t.Created, t.Expires)
 	if err != nil {
 		return fmt.Errorf("store: creating token: %w", err)
 	}
@@ -29,7 +29,7 @@ func scanPostgresToken(row pgx.Row) (Token, error) {
 		models  string
 		revoked *time.Time
 	)
-	if err := row.Scan(&t.ID, &t.Hash, &t.Role, &models, &t.Description, &t.Created, &t.Expires, &revoked); err != nil {
+	if err := row.Scan(&t.ID, &t.Hash, &t.Tenant, &t.Role, &models, &t.Description, &t.Created, &t.Expires, &revoked); err != nil {
 		return Token{}, err
 	}
 	if models != "" {
@@ -45,6 +45,18 @@ func scanPostgresToken(row pgx.Row) (Token, error) {
 // TokenByHash implements Tokens.
 func (s *Postgres) TokenByHash(ctx context.Context, hash []byte) (Token, error) {
 	t, err := scanPostgresToken(s.pool.QueryRow(ctx, `SELECT `+tokenCols+` FROM api_tokens WHERE hash = $1`, hash))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Token{}, ErrNotFound
+	}
+	if err != nil {
+		return Token{}, fmt.Errorf("store: looking up token: %w", err)
+	}
+	return t, nil
+}
+
+// TokenByID implements Tokens.
+func (s *Postgres) TokenByID(ctx context.Context, id string) (Token, error) {
+	t, err := scanPostgresToken(s.pool.QueryRow(ctx, `SELECT `+tokenCols+` FROM api_tokens WHERE id = $1`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Token{}, ErrNotFound
 	}

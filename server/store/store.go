@@ -69,6 +69,9 @@ const (
 type DeviceFilter struct {
 	// Exact matches. Case matters.
 	Tenant, Model, Version, Attestation string
+	// Tenants, when not nil, keeps the devices of these tenants only (the
+	// tenants the caller may see); an empty, non-nil set keeps none.
+	Tenants []string
 	// Online, when set, keeps the devices whose online flag equals it.
 	Online *bool
 	// SeenSince keeps devices with LastSeen at or after it; SeenBefore those

@@ -19,6 +19,9 @@ import (
 type SummaryFilter struct {
 	// Tenant keeps one tenant's devices.
 	Tenant string
+	// Tenants, when not nil, keeps the devices of these tenants only (the
+	// tenants the caller may see); an empty, non-nil set keeps none.
+	Tenants []string
 	// TUFTimestampBelow, when positive, counts in SummaryRow.TUFBehind the
 	// devices that DeviceFilter.TUFTimestampBelow of the same value keeps.
 	TUFTimestampBelow int64
@@ -55,8 +58,15 @@ func summaryQuery(f SummaryFilter, d dialect) (string, []any) {
 	}
 	var q strings.Builder
 	q.WriteString(`SELECT ` + summaryGroup + `, count(*), sum(` + behind + `) FROM devices`)
+	var where []string
 	if f.Tenant != "" {
-		q.WriteString(` WHERE tenant = ` + arg(f.Tenant))
+		where = append(where, `tenant = `+arg(f.Tenant))
+	}
+	if f.Tenants != nil {
+		where = append(where, tenantIn(f.Tenants, arg))
+	}
+	if len(where) > 0 {
+		q.WriteString(` WHERE ` + strings.Join(where, ` AND `))
 	}
 	q.WriteString(` GROUP BY ` + summaryGroup + ` ORDER BY ` + summaryGroup)
 	return q.String(), args

@@ -11,8 +11,11 @@ import (
 
 // Token is an API token as stored: its hash, never the token.
 type Token struct {
-	ID          string
-	Hash        []byte // SHA-256 of the token
+	ID   string
+	Hash []byte // SHA-256 of the token
+	// Tenant the token acts in with Role; "" for none (a CI publisher
+	// token: publishing firmware is limited by models, not tenants).
+	Tenant      string
 	Role        string
 	Models      []string // empty: every model
 	Description string
@@ -26,12 +29,17 @@ type Tokens interface {
 	CreateToken(ctx context.Context, t Token) error
 	// TokenByHash finds a token by its hash; ErrNotFound when none.
 	TokenByHash(ctx context.Context, hash []byte) (Token, error)
+	// TokenByID finds a token by its ID; ErrNotFound when none.
+	TokenByID(ctx context.Context, id string) (Token, error)
 	ListTokens(ctx context.Context) ([]Token, error)
 	// RevokeToken marks a token revoked at when; ErrNotFound when unknown.
 	RevokeToken(ctx context.Context, id string, when time.Time) error
 }
 
-var _ Tokens = (*SQLite)(nil)
+var (
+	_ Tokens = (*SQLite)(nil)
+	_ Tokens = (*Postgres)(nil)
+)
 
 func checkToken(t Token) error {
 	if t.ID == "" || len(t.Hash) == 0 || t.Role == "" {
@@ -42,7 +50,7 @@ func checkToken(t Token) error {
 			return fmt.Errorf("store: creating token: bad model %q", m)
 		}
 	}
-	if err := checkText(append([]string{t.ID, t.Role, t.Description}, t.Models...)...); err != nil {
+	if err := checkText(append([]string{t.ID, t.Tenant, t.Role, t.Description}, t.Models...)...); err != nil {
 		return fmt.Errorf("store: creating token: %w", err)
 	}
 	return nil
@@ -53,8 +61,8 @@ func (s *SQLite) CreateToken(ctx context.Context, t Token) error {
 	if err := checkToken(t); err != nil {
 		return err
 	}
-	_, err := s.w.ExecContext(ctx, `INSERT INTO api_tokens (id, hash, role, models, description, created, expires) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		t.ID, t.Hash, t.Role, strings.Join(t.Models, ","), t.Description, micros(t.Created), micros(t.Expires))
+	_, err := s.w.ExecContext(ctx, `INSERT INTO api_tokens (id, hash, tenant, role, models, description, created, expires) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		t.ID, t.Hash, t.Tenant, t.Role, strings.Join(t.Models, ","), t.Description, micros(t.Created), micros(t.Expires))
 	if err != nil {
 		return fmt.Errorf("store: creating token: %w", err)
 	}
@@ -68,7 +76,7 @@ func scanToken(row interface{ Scan(...any) error }) (Token, error) {
 		created, expires int64
 		revoked          sql.NullInt64
 	)
-	if err := row.Scan(&t.ID, &t.Hash, &t.Role, &models, &t.Description, &created, &expires, &revoked); err != nil {
+	if err := row.Scan(&t.ID, &t.Hash, &t.Tenant, &t.Role, &models, &t.Description, &created, &expires, &revoked); err != nil {
 		return Token{}, err
 	}
 	if models != "" {
@@ -81,11 +89,23 @@ func scanToken(row interface{ Scan(...any) error }) (Token, error) {
 	return t, nil
 }
 
-const tokenCols = `id, hash, role, models, description, created, expires, revoked`
+const tokenCols = `id, hash, tenant, role, models, description, created, expires, revoked`
 
 // TokenByHash implements Tokens.
 func (s *SQLite) TokenByHash(ctx context.Context, hash []byte) (Token, error) {
 	t, err := scanToken(s.r.QueryRowContext(ctx, `SELECT `+tokenCols+` FROM api_tokens WHERE hash = ?`, hash))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Token{}, ErrNotFound
+	}
+	if err != nil {
+		return Token{}, fmt.Errorf("store: looking up token: %w", err)
+	}
+	return t, nil
+}
+
+// TokenByID implements Tokens.
+func (s *SQLite) TokenByID(ctx context.Context, id string) (Token, error) {
+	t, err := scanToken(s.r.QueryRowContext(ctx, `SELECT `+tokenCols+` FROM api_tokens WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Token{}, ErrNotFound
 	}

@@ -61,8 +61,28 @@ func testTokens(t *testing.T, s store.Tokens) {
 	if !got.Revoked.Equal(now) {
 		t.Fatalf("revoked = %v, want %v", got.Revoked, now)
 	}
+	// A token scoped to a tenant keeps it; TokenByID finds tokens by ID.
+	scoped := store.Token{ID: "t5", Hash: bytes.Repeat([]byte{5}, 32), Tenant: "acme", Role: "operator", Created: now, Expires: now.Add(time.Hour)}
+	if err := s.CreateToken(ctx, scoped); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.TokenByHash(ctx, scoped.Hash); err != nil || got.Tenant != "acme" || got.Role != "operator" || got.Models != nil {
+		t.Fatalf("scoped TokenByHash = %+v, %v", got, err)
+	}
+	if got, err := s.TokenByID(ctx, "t5"); err != nil || got.Tenant != "acme" || !bytes.Equal(got.Hash, scoped.Hash) {
+		t.Fatalf("TokenByID = %+v, %v", got, err)
+	}
+	if got, err := s.TokenByID(ctx, "t1"); err != nil || got.Tenant != "" || !got.Revoked.Equal(now) {
+		t.Fatalf("TokenByID(t1) = %+v, %v", got, err)
+	}
+	if _, err := s.TokenByID(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("unknown id: %v", err)
+	}
+	if err := s.CreateToken(ctx, store.Token{ID: "t6", Hash: []byte{6}, Tenant: "a\x00", Role: "viewer"}); err == nil {
+		t.Fatal("a tenant with a NUL byte was stored")
+	}
 	all, err := s.ListTokens(ctx)
-	if err != nil || len(all) != 1 {
-		t.Fatalf("ListTokens = %d, %v", len(all), err)
+	if err != nil || len(all) != 2 || all[1].Tenant != "acme" {
+		t.Fatalf("ListTokens = %+v, %v", all, err)
 	}
 }

@@ -71,6 +71,7 @@ func RunConformance(t *testing.T, open func(t *testing.T) store.Store) {
 		{"AlertsRepeat", testAlertsRepeat},
 		{"AlertsPages", testAlertsPages},
 		{"AlertsInvalid", testAlertsInvalid},
+		{"TenantSets", testTenantSets},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
