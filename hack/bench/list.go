@@ -9,23 +9,20 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/dialtone-dev/dialtone/internal/wire"
 	"github.com/dialtone-dev/dialtone/server/store"
+	"github.com/dialtone-dev/dialtone/server/store/storetest"
 )
 
 // The list benchmark: operator views (`devices list` with filters) over a
 // fleet of 100,000 devices against an export of the whole fleet (the same
 // ListDevices without a filter: a full scan), on SQLite and PostgreSQL. The
-// fleet is the one of server/store's benchmarks (bench_test.go).
+// fleet is storetest's, as in server/store's benchmarks.
 
 const (
 	postgresEnv        = "DIALTONE_TEST_POSTGRES"
 	postgresDefaultDSN = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
 
 	listFleetSize = 100_000
-	listTenants   = 20
-	listModels    = 5
-	listChunk     = 100 // states per UpsertStates; each chunk is seen at its own time
 	// listRepeats is how many times a filtered list runs per round; the
 	// round takes the median.
 	listRepeats = 9
@@ -38,63 +35,7 @@ func postgresDSN() string {
 	return postgresDefaultDSN
 }
 
-var listNow = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
-
-// listDevice is device i of the fleet: its tenant, ID and state. Tenants,
-// models and versions are spread independently; one device in ten is
-// offline, one in 200 untrusted.
-func listDevice(i int) (tenant string, st wire.State) {
-	tenant = fmt.Sprintf("t%02d", i%listTenants)
-	st = wire.State{
-		Schema:      wire.SchemaVersion,
-		Tenant:      tenant,
-		Device:      fmt.Sprintf("dev-%06d", i),
-		Model:       fmt.Sprintf("dt%d00", 1+(i/listTenants)%listModels),
-		Hardware:    "rev-b",
-		Version:     fmt.Sprintf("1.%d.0", (i*7)%10),
-		Slot:        "a",
-		UpdateState: wire.UpdateIdle,
-		Online:      i%10 != 3,
-		TUF:         wire.TUFVersions{Root: 1, Timestamp: 40, Snapshot: 30, Targets: 20},
-		Time:        listNow.Add(-time.Hour),
-	}
-	return tenant, st
-}
-
-func listUntrusted(i int) bool { return i%200 == 7 }
-
-// seedList stores n devices of the fleet through the batch path. Each chunk
-// of a tenant's devices is seen 14 hours before the previous one, so that
-// LastSeen spans four weeks.
-func seedList(ctx context.Context, s store.Store, n int) error {
-	byTenant := map[string][]wire.State{}
-	var tenants []string
-	for i := range n {
-		tenant, st := listDevice(i)
-		if _, ok := byTenant[tenant]; !ok {
-			tenants = append(tenants, tenant)
-		}
-		byTenant[tenant] = append(byTenant[tenant], st)
-	}
-	for _, tenant := range tenants {
-		sts := byTenant[tenant]
-		for c := 0; c*listChunk < len(sts); c++ {
-			part := sts[c*listChunk : min((c+1)*listChunk, len(sts))]
-			if err := s.UpsertStates(ctx, tenant, part, listNow.Add(-time.Duration(c)*14*time.Hour)); err != nil {
-				return fmt.Errorf("seeding: %w", err)
-			}
-		}
-	}
-	for i := range n {
-		if listUntrusted(i) {
-			_, st := listDevice(i)
-			if err := s.SetAttestation(ctx, st.Device, "untrusted", listNow); err != nil {
-				return fmt.Errorf("seeding: %w", err)
-			}
-		}
-	}
-	return nil
-}
+func seedList(ctx context.Context, s store.Store, n int) error { return storetest.SeedFleet(ctx, s, n) }
 
 // listView is one operator view and how many devices it must return.
 type listView struct {

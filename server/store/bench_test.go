@@ -15,67 +15,24 @@ import (
 
 	"github.com/dialtone-dev/dialtone/internal/wire"
 	"github.com/dialtone-dev/dialtone/server/store"
+	"github.com/dialtone-dev/dialtone/server/store/storetest"
 )
 
-// The fleet the list benchmarks and plan tests run over.
-const (
-	fleetSize    = 100_000
-	fleetTenants = 20
-	fleetModels  = 5
-	fleetChunk   = 100 // states per UpsertStates; each chunk is seen at its own time
-)
+// The fleet the list benchmarks and plan tests run over (storetest's).
+const fleetSize = 100_000
 
-var fleetNow = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+var fleetNow = storetest.FleetNow
 
-// fleetDevice describes device i of the fleet: its tenant, ID and state.
-// Tenants, models and versions are spread independently; one device in ten
-// is offline, one in 200 untrusted.
-func fleetDevice(i int) (tenant string, st wire.State) {
-	tenant = fmt.Sprintf("t%02d", i%fleetTenants)
-	st = wire.State{
-		Schema:      wire.SchemaVersion,
-		Device:      fmt.Sprintf("dev-%06d", i),
-		Model:       fmt.Sprintf("dt%d00", 1+(i/fleetTenants)%fleetModels),
-		Hardware:    "rev-b",
-		Version:     fmt.Sprintf("1.%d.0", (i*7)%10),
-		Slot:        "a",
-		UpdateState: wire.UpdateIdle,
-		Online:      i%10 != 3,
-		TUF:         wire.TUFVersions{Root: 1, Timestamp: 40, Snapshot: 30, Targets: 20},
-		Time:        fleetNow.Add(-time.Hour),
-	}
-	return tenant, st
-}
+func fleetDevice(i int) (string, wire.State) { return storetest.FleetDevice(i) }
 
-func fleetUntrusted(i int) bool { return i%200 == 7 }
-
-// seedFleet stores n devices of the fleet through the batch path. Each chunk
-// of a tenant's devices is seen 14 hours before the previous one, so that
-// LastSeen spans four weeks.
+// seedFleet stores n devices of the fleet (storetest.SeedFleet) and
+// refreshes the planner's statistics.
 func seedFleet(tb testing.TB, s store.Store, n int) {
 	tb.Helper()
 	ctx := context.Background()
 	start := time.Now()
-	byTenant := map[string][]wire.State{}
-	for i := range n {
-		tenant, st := fleetDevice(i)
-		byTenant[tenant] = append(byTenant[tenant], st)
-	}
-	for tenant, sts := range byTenant {
-		for c := 0; c*fleetChunk < len(sts); c++ {
-			part := sts[c*fleetChunk : min((c+1)*fleetChunk, len(sts))]
-			if err := s.UpsertStates(ctx, tenant, part, fleetNow.Add(-time.Duration(c)*14*time.Hour)); err != nil {
-				tb.Fatalf("seeding: %v", err)
-			}
-		}
-	}
-	for i := range n {
-		if fleetUntrusted(i) {
-			_, st := fleetDevice(i)
-			if err := s.SetAttestation(ctx, st.Device, "untrusted", fleetNow); err != nil {
-				tb.Fatalf("seeding: %v", err)
-			}
-		}
+	if err := storetest.SeedFleet(ctx, s, n); err != nil {
+		tb.Fatal(err)
 	}
 	if err := store.Analyze(ctx, s); err != nil {
 		tb.Fatalf("seeding: analyze: %v", err)
