@@ -129,6 +129,12 @@ func (l *Limiter) Allow(account, ip string, now time.Time) (time.Duration, bool)
 		e = &ipEntry{lim: rate.NewLimiter(l.p.IPRate, l.p.IPBurst)}
 		l.ips[ip] = e
 	}
+	return l.take(e, now)
+}
+
+// take takes a token from e's bucket now if there is one; if not, it says
+// how long until there is, taking nothing.
+func (l *Limiter) take(e *ipEntry, now time.Time) (time.Duration, bool) {
 	e.last = now
 	r := e.lim.ReserveN(now, 1)
 	if !r.OK() {
@@ -154,16 +160,7 @@ func (l *Limiter) AllowEnrollment(id string, now time.Time) (time.Duration, bool
 		e = &ipEntry{lim: rate.NewLimiter(l.p.EnrollRate, l.p.EnrollBurst)}
 		l.enrolls[id] = e
 	}
-	e.last = now
-	r := e.lim.ReserveN(now, 1)
-	if !r.OK() {
-		return l.p.MaxDelay, false
-	}
-	if d := r.DelayFrom(now); d > 0 {
-		r.CancelAt(now)
-		return d, false
-	}
-	return 0, true
+	return l.take(e, now)
 }
 
 // AllowSecondFactor reports whether a second-factor attempt for account
