@@ -156,6 +156,24 @@ func (h *Hasher) Hash(ctx context.Context, pw string) (string, error) {
 		b64.EncodeToString(salt), b64.EncodeToString(key)), nil
 }
 
+// Unmatchable returns a hash in the current parameters that no password
+// matches (its key is random, not derived): verifying against it costs
+// what verifying a real hash costs, which is what an unknown user name
+// must cost. Making it computes nothing, so a server that starts does not
+// spend a hash's memory before anyone logs in.
+func (h *Hasher) Unmatchable() (string, error) {
+	p := h.params
+	salt, key := make([]byte, p.SaltLen), make([]byte, p.KeyLen)
+	if _, err := rand.Read(salt); err != nil {
+		return "", fmt.Errorf("auth: salt: %w", err)
+	}
+	if _, err := rand.Read(key); err != nil {
+		return "", fmt.Errorf("auth: key: %w", err)
+	}
+	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, p.Memory, p.Time, p.Threads,
+		b64.EncodeToString(salt), b64.EncodeToString(key)), nil
+}
+
 // ErrBadHash is wrapped by the errors of a stored hash that cannot be
 // parsed.
 var ErrBadHash = errors.New("malformed password hash")

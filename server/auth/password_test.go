@@ -152,3 +152,30 @@ func TestDefaultParamsValid(t *testing.T) {
 		t.Fatalf("DefaultParams %s are below OWASP's guidance", DefaultParams)
 	}
 }
+
+// TestUnmatchable: the unknown-user hash parses with the current
+// parameters, matches no password, and costs one computation to check.
+func TestUnmatchable(t *testing.T) {
+	h, err := NewHasher(Params{Memory: 1024, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}, 1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := h.Unmatchable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, _, _, err := ParseHash(u); err != nil || p != h.Params() {
+		t.Fatalf("ParseHash(%q) = %+v, %v; want the hasher's parameters", u, p, err)
+	}
+	if h.Computations() != 0 {
+		t.Fatal("making the hash computed one")
+	}
+	for _, pw := range []string{"", "password1234", u} {
+		if ok, err := h.Verify(context.Background(), u, pw); ok || err != nil {
+			t.Fatalf("Verify(%q) = %v, %v", pw, ok, err)
+		}
+	}
+	if h.Computations() != 3 {
+		t.Fatalf("%d computations for 3 checks", h.Computations())
+	}
+}
