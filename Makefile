@@ -80,14 +80,30 @@ demo: deps build
 
 # Finds `func FuzzXxx(` in *_test.go files and runs each target on its own
 # (go test -fuzz accepts one target per run), package by package.
+#
+# Go 1.26's fuzz coordinator can end a run with "context deadline exceeded"
+# at the -fuzztime boundary when a starved worker has not stopped yet
+# (golang/go#75804, fixed in Go 1.27). A failure counts only if it wrote a
+# reproducer to testdata/fuzz/NAME or says something else; that race is
+# reported and the run goes on.
 fuzz:
 	@files=$$(grep -rlE --include='*_test.go' '^func Fuzz[A-Za-z0-9_]*\(' . \
 		| grep -vE '^\./(\.git|\.bin|bin)/' | sort || true); \
 	if [[ -z "$$files" ]]; then echo "fuzz: no fuzz targets found"; exit 0; fi; \
+	log=$$(mktemp); trap 'rm -f "$$log"' EXIT; \
 	for dir in $$(for f in $$files; do dirname "$$f"; done | sort -u); do \
 		for name in $$(grep -hoE '^func Fuzz[A-Za-z0-9_]*\(' "$$dir"/*_test.go | sed -E 's/^func (Fuzz[A-Za-z0-9_]*)\(/\1/' | sort -u); do \
 			echo "== $$dir $$name ($(FUZZTIME))"; \
-			$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) "$$dir"; \
+			before=$$(ls "$$dir/testdata/fuzz/$$name" 2>/dev/null | wc -l); \
+			if ! $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) "$$dir" 2>&1 | tee "$$log"; then \
+				after=$$(ls "$$dir/testdata/fuzz/$$name" 2>/dev/null | wc -l); \
+				if [[ "$$after" == "$$before" ]] && grep -q '^    context deadline exceeded$$' "$$log" \
+					&& [[ $$(grep -c -- '--- FAIL' "$$log") == 1 ]]; then \
+					echo "fuzz: $$name: Go's fuzztime race (golang/go#75804), no reproducer: not a finding"; \
+				else \
+					exit 1; \
+				fi; \
+			fi; \
 		done; \
 	done
 

@@ -9,13 +9,16 @@
 #
 #   tuf      GET /tuf/metadata/timestamp.json, If-None-Match (304) and plain
 #            (200), from `dialtone server --dev` vs net/http.FileServer over
-#            the same directory; ours >= 0.8x the reference's requests/s
+#            the same directory, both HTTPS with the dev CA's certificate and
+#            the same TLS configuration, keep-alive TLS connections;
+#            ours >= 0.8x the reference's requests/s
 #   bundle   `dialtone firmware build` / `verify` of a 512 MiB bundle vs
 #            sha256sum of the same file; >= 0.7x its MiB/s
 #   publish  peak RSS of the server and of `dialtone firmware publish`
 #            while a 512 MiB bundle is published; < 64 MiB each
-#   install  `dialtone-agent --once` installing the 512 MiB bundle from a dev
-#            server vs `curl -o /dev/null` + sha256sum of the same file,
+#   install  `dialtone-agent --once --server-ca` installing the 512 MiB bundle
+#            from a dev server over HTTPS vs `curl --cacert -o /dev/null` +
+#            sha256sum of the same file,
 #            >= 0.7x; the agent's peak RSS installing (< 25 MiB) and its
 #            RSS idle in daemon mode (< 15 MiB)
 #   sizes    stripped linux/arm64 (< 20 MiB) and linux/arm dialtone-agent

@@ -42,10 +42,13 @@ for _ in $(seq 1 300); do
   sleep 0.1
 done
 [ -s "$data/server.json" ] || { cat "$dir/server.log"; echo "demo: server did not start" >&2; exit 1; }
-http=$(sed -E 's/.*"http":"([^"]+)".*/\1/' "$data/server.json")
+url=$(sed -E 's/.*"url":"([^"]+)".*/\1/' "$data/server.json")
 mqtt=$(sed -E 's/.*"mqtt":"([^"]+)".*/\1/' "$data/server.json")
-export DIALTONE_SERVER=http://$http DIALTONE_TOKEN=$(cat "$data/admin.token")
-echo "HTTP API and TUF repository: $DIALTONE_SERVER   MQTT broker: mqtt://$mqtt"
+ca=$(sed -E 's/.*"ca":"([^"]+)".*/\1/' "$data/server.json")
+# The API is HTTPS with a development CA the server made in DATA/tls:
+# the CLI trusts it through DIALTONE_CA, the phones through --server-ca.
+export DIALTONE_SERVER=$url DIALTONE_TOKEN=$(cat "$data/admin.token") DIALTONE_CA=$ca
+echo "HTTPS API and TUF repository: $DIALTONE_SERVER (dev CA $DIALTONE_CA)   MQTT broker: mqtt://$mqtt"
 grep -B1 -A4 'DEVELOPMENT MODE' "$dir/server.log" | sed 's/^/  /' || true
 
 build_bundle() { # version
@@ -72,7 +75,7 @@ done
 run_agents() { # expected exit code
   for i in 1 2 3; do
     set +e
-    "$agent" --once --server "$DIALTONE_SERVER" --broker "mqtt://$mqtt" --state-dir "$dir/phone-$i" \
+    "$agent" --once --server "$DIALTONE_SERVER" --server-ca "$DIALTONE_CA" --broker "mqtt://$mqtt" --state-dir "$dir/phone-$i" \
       --model $model --hardware $hw >"$dir/phone-$i.log" 2>&1
     code=$?
     set -e
@@ -100,8 +103,9 @@ if [ "${DEMO_KEEP:-0}" = 1 ]; then
 The server keeps running (pid $server_pid, log $dir/server.log). To explore:
   export DIALTONE_SERVER=$DIALTONE_SERVER
   export DIALTONE_TOKEN=$DIALTONE_TOKEN
+  export DIALTONE_CA=$DIALTONE_CA
   $dialtone devices list -o json
-  curl -s \$DIALTONE_SERVER/tuf/metadata/timestamp.json
+  curl -s --cacert \$DIALTONE_CA \$DIALTONE_SERVER/tuf/metadata/timestamp.json
 Stop it with: kill $server_pid
 MSG
   trap - EXIT

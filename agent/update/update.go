@@ -7,6 +7,7 @@ package update
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -124,6 +125,18 @@ type Config struct {
 	Crash func(step string)
 }
 
+// NewTransport is the agent's HTTP transport for the server and mirrors;
+// tlsConfig nil means the system's roots.
+func NewTransport(tlsConfig *tls.Config) *http.Transport {
+	return &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		TLSClientConfig:       tlsConfig,
+		TLSHandshakeTimeout:   30 * time.Second,
+		ResponseHeaderTimeout: 30 * time.Second,
+		IdleConnTimeout:       90 * time.Second,
+	}
+}
+
 // Agent runs the update flow for one device.
 type Agent struct {
 	cfg   Config
@@ -171,11 +184,7 @@ func New(cfg Config, slots Slots, rep Reporter) (*Agent, error) {
 	}
 	hc := cfg.HTTPClient
 	if hc == nil {
-		hc = &http.Client{Transport: &http.Transport{
-			Proxy:                 http.ProxyFromEnvironment,
-			ResponseHeaderTimeout: 30 * time.Second,
-			IdleConnTimeout:       90 * time.Second,
-		}}
+		hc = &http.Client{Transport: NewTransport(nil)}
 	}
 	return &Agent{cfg: cfg, slots: slots, rep: rep, http: hc, log: cfg.Logger, state: wire.UpdateIdle,
 		tuf: storedVersions(filepath.Join(cfg.StateDir, "tuf"))}, nil

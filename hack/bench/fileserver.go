@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"log"
@@ -32,6 +33,8 @@ func fileServerMain(args []string) {
 	fs := flag.NewFlagSet("fileserver", flag.ExitOnError)
 	dir := fs.String("dir", "", "repository directory (holds metadata/ and targets/)")
 	addrFile := fs.String("addr-file", "", "file to write the listening address to")
+	certFile := fs.String("tls-cert", "", "serve HTTPS with this certificate (PEM), as daemon.Run does")
+	keyFile := fs.String("tls-key", "", "the key of -tls-cert")
 	_ = fs.Parse(args)
 	if *dir == "" || *addrFile == "" {
 		log.Fatal("fileserver: -dir and -addr-file are required")
@@ -44,7 +47,17 @@ func fileServerMain(args []string) {
 	}
 	srv := newHTTPServer(referenceHandler(*dir))
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	if *certFile != "" {
+		cert, err := tls.LoadX509KeyPair(*certFile, *keyFile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		// daemon.Run's TLS configuration.
+		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+		go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	} else {
+		go func() { errc <- srv.Serve(ln) }()
+	}
 	tmp := *addrFile + ".tmp"
 	if err := os.WriteFile(tmp, []byte(ln.Addr().String()), 0o644); err != nil {
 		log.Fatal(err)

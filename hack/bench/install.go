@@ -68,10 +68,10 @@ func benchInstall(cfg config, bundle string) ([]row, error) {
 	if err != nil {
 		return nil, err
 	}
-	url := fmt.Sprintf("http://%s/tuf/targets/firmware/%s/%s.%s", srv.addr, benchModel, sum, filepath.Base(bundle))
+	url := fmt.Sprintf("%s/tuf/targets/firmware/%s/%s.%s", srv.url, benchModel, sum, filepath.Base(bundle))
 	root := filepath.Join(srv.dataDir, "tuf", "metadata", "1.root.json")
 	agentArgs := func(state string) []string {
-		return []string{"--server", "http://" + srv.addr, "--broker", "mqtt://" + mqtt, "--state-dir", state,
+		return []string{"--server", srv.url, "--server-ca", srv.ca, "--broker", "mqtt://" + mqtt, "--state-dir", state,
 			"--model", benchModel, "--hardware", benchHardware, "--progress", "never", "--log-level", "warn"}
 	}
 	provision := func(state string) error {
@@ -89,7 +89,7 @@ func benchInstall(cfg config, bundle string) ([]row, error) {
 		}
 		runRef := func() error {
 			t0 := time.Now()
-			if _, _, _, err := runTimed(env, "curl", "-sSf", "-o", "/dev/null", url); err != nil {
+			if _, _, _, err := runTimed(env, "curl", "-sSf", "--cacert", srv.ca, "-o", "/dev/null", url); err != nil {
 				return err
 			}
 			if _, _, err := sha256sum(bundle); err != nil {

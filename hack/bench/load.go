@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -17,7 +18,9 @@ import (
 // request in flight at a time (what wrk does without a script), repeating
 // req until the run ends. Requests answered during warmup are not counted.
 type loadSpec struct {
-	addr       string
+	addr string
+	// tls, when set, makes every connection TLS (HTTP/1.1 by ALPN).
+	tls        *tls.Config
 	req        []byte
 	wantStatus int
 	conns      int
@@ -54,7 +57,7 @@ const (
 	phaseStop
 )
 
-// runLoad drives the load. It speaks raw HTTP/1.1 on plain TCP sockets and
+// runLoad drives the load. It speaks raw HTTP/1.1 on TCP (or TLS) sockets and
 // parses only the status line and Content-Length, so that the client costs
 // far less CPU than the server it measures: both share this machine's cores.
 func runLoad(s loadSpec) (loadResult, error) {
@@ -70,7 +73,7 @@ func runLoad(s loadSpec) (loadResult, error) {
 		connected.Add(1)
 		go func() {
 			defer wg.Done()
-			c, err := net.Dial("tcp", s.addr)
+			c, err := dialConn(s.addr, s.tls, 10*time.Second)
 			connected.Done()
 			if err != nil {
 				errc <- err
@@ -136,6 +139,21 @@ func runLoad(s loadSpec) (loadResult, error) {
 	return res, nil
 }
 
+// dialConn opens a keep-alive connection: plain TCP, or TLS with cfg (the
+// handshake done before the load starts, and speaking HTTP/1.1).
+func dialConn(addr string, cfg *tls.Config, timeout time.Duration) (net.Conn, error) {
+	if cfg == nil {
+		return net.DialTimeout("tcp", addr, timeout)
+	}
+	cfg = cfg.Clone()
+	cfg.NextProtos = []string{"http/1.1"}
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: timeout}, "tcp", addr, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
 var errChunked = errors.New("response without Content-Length (chunked?): not supported by the load generator")
 
 // readResponse reads one response and returns its status code. A 304 (or
@@ -188,8 +206,8 @@ func readResponse(br *bufio.Reader) (int, error) {
 // getOnce sends one request on a fresh connection and returns the status
 // and the header lines, to learn a server's validators (ETag,
 // Last-Modified) before the load.
-func getOnce(addr string, req []byte) (int, map[string]string, []byte, error) {
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+func getOnce(addr string, tlsc *tls.Config, req []byte) (int, map[string]string, []byte, error) {
+	c, err := dialConn(addr, tlsc, 5*time.Second)
 	if err != nil {
 		return 0, nil, nil, err
 	}

@@ -28,7 +28,7 @@ func TestLoadAgainstFileServer(t *testing.T) {
 	defer srv.Close()
 	addr := strings.TrimPrefix(srv.URL, "http://")
 
-	st, h, got, err := getOnce(addr, buildRequest(addr, timestampPath))
+	st, h, got, err := getOnce(addr, nil, buildRequest(addr, timestampPath))
 	if err != nil || st != 200 || string(got) != body {
 		t.Fatalf("getOnce: status %d, %d bytes, %v", st, len(got), err)
 	}

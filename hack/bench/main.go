@@ -7,7 +7,8 @@
 //     (200), against net/http.FileServer over the same repository directory
 //     in a second process with the same http.Server settings. The load
 //     comes from this process: N keep-alive connections speaking raw
-//     HTTP/1.1, one request in flight on each, for a fixed time.
+//     HTTP/1.1 over TLS (both servers HTTPS with the same certificate), one
+//     request in flight on each, for a fixed time.
 //   - bundle: `dialtone firmware build` and `dialtone firmware verify` of a
 //     bundle with one large payload, against sha256sum over the same file.
 //   - publish: peak RSS (VmHWM) of a fresh `dialtone server --dev` and of

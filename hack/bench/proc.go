@@ -2,6 +2,8 @@ package main
 
 import (
 	"bufio"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -141,8 +143,28 @@ func tail(path string, n int) string {
 type devServer struct {
 	*process
 	dataDir string
-	addr    string // host:port of the HTTP API
+	addr    string // host:port of the HTTPS API
+	url     string // https://addr
+	ca      string // the development CA (DATA/tls/ca.pem)
 	token   string
+}
+
+// Certificate and key the dev server serves the API with (its dev CA's).
+func (s *devServer) certFiles() (cert, key string) {
+	return filepath.Join(s.dataDir, "tls", "server.pem"), filepath.Join(s.dataDir, "tls", "server.key")
+}
+
+// tlsConfig trusts the server's development CA.
+func (s *devServer) tlsConfig() (*tls.Config, error) {
+	b, err := os.ReadFile(s.ca)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("%s holds no certificate", s.ca)
+	}
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }
 
 func startDevServer(bin, dataDir, logPath string) (*devServer, error) {
@@ -157,9 +179,9 @@ func startDevServer(bin, dataDir, logPath string) (*devServer, error) {
 	for {
 		b, err := os.ReadFile(filepath.Join(dataDir, "server.json"))
 		if err == nil {
-			var a struct{ HTTP string }
+			var a struct{ HTTP, URL, CA string }
 			if json.Unmarshal(b, &a) == nil && a.HTTP != "" {
-				s.addr = a.HTTP
+				s.addr, s.url, s.ca = a.HTTP, a.URL, a.CA
 				break
 			}
 		}
@@ -183,18 +205,18 @@ func startDevServer(bin, dataDir, logPath string) (*devServer, error) {
 
 // clientEnv is the environment of a CLI command talking to s.
 func (s *devServer) clientEnv() []string {
-	return append(os.Environ(), "DIALTONE_SERVER=http://"+s.addr, "DIALTONE_TOKEN="+s.token, "DIALTONE_CONFIG=/dev/null")
+	return append(os.Environ(), "DIALTONE_SERVER="+s.url, "DIALTONE_TOKEN="+s.token, "DIALTONE_CA="+s.ca, "DIALTONE_CONFIG=/dev/null")
 }
 
 // startFileServer runs this program's fileserver subcommand over dir and
-// returns its address.
-func startFileServer(dir, logPath string) (*process, string, error) {
+// returns its address; with cert and key it serves HTTPS.
+func startFileServer(dir, logPath, cert, key string) (*process, string, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, "", err
 	}
 	addrFile := logPath + ".addr"
-	cmd := exec.Command(self, "fileserver", "-dir", dir, "-addr-file", addrFile)
+	cmd := exec.Command(self, "fileserver", "-dir", dir, "-addr-file", addrFile, "-tls-cert", cert, "-tls-key", key)
 	p, err := start("FileServer", cmd, logPath)
 	if err != nil {
 		return nil, "", err

@@ -77,11 +77,11 @@ func tufProfMain(args []string) error {
 	}
 	defer stopRef()
 
-	_, oh, _, err := getOnce(oursAddr, buildRequest(oursAddr, timestampPath))
+	_, oh, _, err := getOnce(oursAddr, nil, buildRequest(oursAddr, timestampPath))
 	if err != nil {
 		return err
 	}
-	_, rh, _, err := getOnce(refAddr, buildRequest(refAddr, timestampPath))
+	_, rh, _, err := getOnce(refAddr, nil, buildRequest(refAddr, timestampPath))
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -21,6 +22,7 @@ type tufSide struct {
 	label string
 	addr  string
 	pid   int
+	tls   *tls.Config
 }
 
 // benchTUF measures update-check throughput: our server process against
@@ -38,21 +40,28 @@ func benchTUF(cfg config) ([]row, error) {
 		return nil, err
 	}
 	defer srv.stop()
-	fsProc, fsAddr, err := startFileServer(filepath.Join(srv.dataDir, "tuf"), filepath.Join(dir, "fileserver.log"))
+	// Both serve HTTPS with the dev server's certificate, the same TLS
+	// configuration, to keep-alive TLS connections (HTTP/1.1).
+	cert, key := srv.certFiles()
+	fsProc, fsAddr, err := startFileServer(filepath.Join(srv.dataDir, "tuf"), filepath.Join(dir, "fileserver.log"), cert, key)
 	if err != nil {
 		return nil, err
 	}
 	defer fsProc.stop()
-	ours := tufSide{"dialtone server --dev", srv.addr, srv.pid()}
-	ref := tufSide{"http.FileServer", fsAddr, fsProc.pid()}
+	tlsc, err := srv.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+	ours := tufSide{"dialtone server --dev", srv.addr, srv.pid(), tlsc}
+	ref := tufSide{"http.FileServer", fsAddr, fsProc.pid(), tlsc}
 
 	// Learn each server's validator and check that both serve the same
 	// bytes and answer the conditional request with 304.
-	st, oh, obody, err := getOnce(ours.addr, buildRequest(ours.addr, timestampPath))
+	st, oh, obody, err := getOnce(ours.addr, ours.tls, buildRequest(ours.addr, timestampPath))
 	if err != nil || st != 200 {
 		return nil, fmt.Errorf("GET %s from our server: status %d, %v", timestampPath, st, err)
 	}
-	st, rh, rbody, err := getOnce(ref.addr, buildRequest(ref.addr, timestampPath))
+	st, rh, rbody, err := getOnce(ref.addr, ref.tls, buildRequest(ref.addr, timestampPath))
 	if err != nil || st != 200 {
 		return nil, fmt.Errorf("GET %s from the FileServer: status %d, %v", timestampPath, st, err)
 	}
@@ -73,7 +82,7 @@ func benchTUF(cfg config) ([]row, error) {
 			side tufSide
 			req  []byte
 		}{{ours, c.ours}, {ref, c.ref}} {
-			st, _, _, err := getOnce(s.side.addr, s.req)
+			st, _, _, err := getOnce(s.side.addr, s.side.tls, s.req)
 			if err != nil || st != c.wantStatus {
 				return nil, fmt.Errorf("%s: %s answered %d (%v), want %d", c.name, s.side.label, st, err, c.wantStatus)
 			}
@@ -88,7 +97,7 @@ func benchTUF(cfg config) ([]row, error) {
 			run := func(side tufSide, req []byte) (loadResult, error) {
 				pid := side.pid
 				r, err := runLoad(loadSpec{
-					addr: side.addr, req: req, wantStatus: c.wantStatus, conns: cfg.conns,
+					addr: side.addr, tls: side.tls, req: req, wantStatus: c.wantStatus, conns: cfg.conns,
 					warmup: cfg.warmup, duration: cfg.duration,
 					cpu: func() (time.Duration, error) { return procCPU(pid) },
 				})

@@ -225,10 +225,10 @@ type repoMirror struct {
 	asked []string
 }
 
-func startRepoMirror(t *testing.T, upstream string, files map[string][]byte) *repoMirror {
+func startRepoMirror(t *testing.T, s *systest.Server, files map[string][]byte) *repoMirror {
 	t.Helper()
 	m := &repoMirror{}
-	m.URL = startMirror(t, upstream, func(w http.ResponseWriter, r *http.Request) bool {
+	m.URL = startMirror(t, s, func(w http.ResponseWriter, r *http.Request) bool {
 		p := strings.TrimPrefix(r.URL.Path, "/tuf/")
 		m.mu.Lock()
 		m.asked = append(m.asked, p)

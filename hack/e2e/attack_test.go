@@ -240,7 +240,7 @@ func TestAttackHostileMirror(t *testing.T) {
 	for _, a := range attacks {
 		t.Run(a.name, func(t *testing.T) {
 			p := phones[a.name]
-			m := startRepoMirror(t, s.URL(), a.files(t, e))
+			m := startRepoMirror(t, s, a.files(t, e))
 			before := statePhone(t, p)
 			r := onceVia(t, s, p, m.URL)
 			expectRefused(t, s, p, r, before, a.reasons...)
@@ -328,9 +328,9 @@ func TestAttackFrozenMirror(t *testing.T) {
 			p := phones[tc.name]
 			url := ""
 			if tc.files != nil {
-				url = startRepoMirror(t, s.URL(), tc.files).URL
+				url = startRepoMirror(t, s, tc.files).URL
 			} else {
-				url = startMirror(t, s.URL(), func(w http.ResponseWriter, r *http.Request) bool {
+				url = startMirror(t, s, func(w http.ResponseWriter, r *http.Request) bool {
 					if r.URL.Path != "/tuf/metadata/timestamp.json" {
 						return false
 					}

@@ -151,7 +151,7 @@ func TestPublisherToken(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.Stdout), &info); err != nil || !strings.HasPrefix(info.Token, "dtp_") {
 		t.Fatalf("tokens create: %v %q", err, r.Stdout)
 	}
-	ci := []string{"DIALTONE_SERVER=" + s.URL(), "DIALTONE_TOKEN=" + info.Token, "DIALTONE_CONFIG=/dev/null"}
+	ci := []string{"DIALTONE_SERVER=" + s.URL(), "DIALTONE_TOKEN=" + info.Token, "DIALTONE_CA=" + s.CA, "DIALTONE_CONFIG=/dev/null"}
 	key := filepath.Join(s.DataDir, "keys", "publisher.key")
 	b, _ := buildSigned(t, s, "1.1.0")
 	systest.MustRun(t, ci, bins.Server, "firmware", "publish", "--key", key, "--no-progress", b)

@@ -111,7 +111,7 @@ func TestWithdrawnDesiredVersionStopsDownload(t *testing.T) {
 	if r := systest.Run(t, s.ClientEnv(), bins.Server, "devices", "desire", p.ID, "1.3.0"); r.Code != 0 {
 		t.Fatalf("desire exited %d", r.Code)
 	}
-	tr := startTrickler(t, s.URL())
+	tr := startTrickler(t, s)
 	var logs testutil.SyncBuffer
 	cmd := exec.Command(bins.Agent, "--server", tr.url, "--broker", s.Broker(), "--state-dir", p.StateDir,
 		"--model", model, "--hardware", hw, "--download-idle-timeout", "60s", "--interval", "1h")

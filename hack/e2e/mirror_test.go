@@ -27,13 +27,16 @@ type trickler struct {
 	stalls   atomic.Int32
 }
 
-func startTrickler(t *testing.T, upstream string) *trickler {
+func startTrickler(t *testing.T, s *systest.Server) *trickler {
 	t.Helper()
+	upstream := s.URL()
 	target, err := url.Parse(upstream)
 	if err != nil {
 		t.Fatal(err)
 	}
 	proxy := httputil.NewSingleHostReverseProxy(target)
+	proxy.Transport = s.Transport(t) // the server is HTTPS; the mirror plain HTTP
+	hc := s.HTTPClient(t)
 	tr := &trickler{}
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !strings.HasPrefix(r.URL.Path, "/tuf/targets/") || strings.HasSuffix(r.URL.Path, ".sig") {
@@ -48,7 +51,7 @@ func startTrickler(t *testing.T, upstream string) *trickler {
 			}
 		}
 		tr.stalls.Add(1)
-		resp, err := http.Get(upstream + r.URL.Path)
+		resp, err := hc.Get(upstream + r.URL.Path)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadGateway)
 			return
@@ -86,7 +89,7 @@ func TestSlowRetrieval(t *testing.T) {
 	if r := publish(t, s, b); r.Code != 0 {
 		t.Fatal("publish failed")
 	}
-	tr := startTrickler(t, s.URL())
+	tr := startTrickler(t, s)
 	once := func(p *systest.Phone) systest.Result {
 		return systest.Run(t, []string{"DIALTONE_CONFIG=/dev/null"}, bins.Agent, "--once", "--server", tr.url, "--broker", s.Broker(),
 			"--state-dir", p.StateDir, "--model", model, "--hardware", hw, "--download-idle-timeout", "1s", "--download-attempts", "2")
@@ -138,13 +141,14 @@ func TestSlowRetrieval(t *testing.T) {
 
 // mirror is a hostile mirror in front of the server: it rewrites the
 // answer for one path.
-func startMirror(t *testing.T, upstream string, rewrite func(w http.ResponseWriter, r *http.Request) bool) string {
+func startMirror(t *testing.T, s *systest.Server, rewrite func(w http.ResponseWriter, r *http.Request) bool) string {
 	t.Helper()
-	target, err := url.Parse(upstream)
+	target, err := url.Parse(s.URL())
 	if err != nil {
 		t.Fatal(err)
 	}
 	proxy := httputil.NewSingleHostReverseProxy(target)
+	proxy.Transport = s.Transport(t) // the server is HTTPS; the mirror plain HTTP
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -216,7 +220,7 @@ func TestHostileMirror(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			before := p.SlotTree(t)
-			r := once(startMirror(t, s.URL(), tt.rewrite))
+			r := once(startMirror(t, s, tt.rewrite))
 			if r.Code != 20 || !strings.Contains(r.Stderr, tt.reason) {
 				t.Fatalf("agent behind the mirror exited %d; want 20 (refused) because %q", r.Code, tt.reason)
 			}

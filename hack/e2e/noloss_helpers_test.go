@@ -76,6 +76,12 @@ func startDevServerOn(t *testing.T, bin, mqtt string, extra ...string) *devServe
 	return s
 }
 
+// URL is the server's API, HTTPS with its development CA.
+func (s *devServer) URL() string { return "https://" + s.http }
+
+// CA is the server's development CA (agents: --server-ca).
+func (s *devServer) CA() string { return filepath.Join(s.dataDir, "tls", "ca.pem") }
+
 // DBPath is the server's SQLite store.
 func (s *devServer) DBPath() string { return filepath.Join(s.dataDir, "dialtone.db") }
 

@@ -40,7 +40,7 @@ func TestOnlineFollowsTheConnection(t *testing.T) {
 			stateDir := filepath.Join(t.TempDir(), id)
 			systest.MustRun(t, nil, bins.Agent, "provision", "--root", filepath.Join(s.dataDir, "tuf", "metadata", "1.root.json"),
 				"--state-dir", stateDir, "--model", model, "--factory-version", "1.0.0", "--device-id", id)
-			args := append([]string{"--server", "http://" + s.http, "--broker", broker, "--state-dir", stateDir,
+			args := append([]string{"--server", s.URL(), "--server-ca", s.CA(), "--broker", broker, "--state-dir", stateDir,
 				"--model", model, "--hardware", hw}, extra...)
 			if r := systest.Run(t, []string{"DIALTONE_CONFIG=/dev/null"}, bins.Agent, append([]string{"--once"}, args...)...); r.Code != 10 {
 				t.Fatalf("first check exited %d, want 10", r.Code)

@@ -60,7 +60,7 @@ func newUBootPhone(t *testing.T, s *systest.Server, id string) *ubootPhone {
 
 func (p *ubootPhone) once(t *testing.T, s *systest.Server) systest.Result {
 	t.Helper()
-	return systest.Run(t, []string{"DIALTONE_CONFIG=/dev/null"}, bins.Agent, append([]string{"--once", "--server", s.URL(),
+	return systest.Run(t, []string{"DIALTONE_CONFIG=/dev/null"}, bins.Agent, append([]string{"--once", "--server", s.URL(), "--server-ca", s.CA,
 		"--broker", s.Broker(), "--state-dir", p.stateDir, "--model", model, "--hardware", hw, "--reboot-command", "true"}, p.flags...)...)
 }
 

@@ -116,7 +116,9 @@ func runTufJS(t *testing.T, node string, s *systest.Server, cache string, paths 
 		"--root", s.RootPath(),
 		"--cache", cache,
 	}, paths...)
-	r := systest.RunIn(t, tufjsDir(t), nil, node, args...)
+	// The server is HTTPS with its development CA: node trusts it on top
+	// of its bundled roots through NODE_EXTRA_CA_CERTS.
+	r := systest.RunIn(t, tufjsDir(t), []string{"NODE_EXTRA_CA_CERTS=" + s.CA}, node, args...)
 	if r.Code == 2 {
 		t.Fatalf("client.mjs usage error: %s", r.Stderr)
 	}

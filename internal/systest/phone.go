@@ -14,7 +14,7 @@ import (
 // and flags.
 func (p *Phone) OnceWith(t testing.TB, s *Server, model, hw string, env []string, args ...string) Result {
 	t.Helper()
-	full := append([]string{"--once", "--server", s.URL(), "--broker", s.Broker(),
+	full := append([]string{"--once", "--server", s.URL(), "--server-ca", s.CA, "--broker", s.Broker(),
 		"--state-dir", p.StateDir, "--model", model, "--hardware", hw, "--log-level", "debug"}, args...)
 	return Run(t, append([]string{"DIALTONE_CONFIG=/dev/null"}, env...), p.bins.Agent, full...)
 }

@@ -7,8 +7,11 @@ package systest
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -137,12 +140,38 @@ type Server struct {
 	HTTP    string
 	MQTT    string
 	Token   string
-	Cmd     *exec.Cmd
-	stop    func()
+	// CA is the server's development CA (DATA/tls/ca.pem): clients trust
+	// it with --ca / DIALTONE_CA, agents with --server-ca.
+	CA   string
+	url  string
+	Cmd  *exec.Cmd
+	stop func()
 }
 
-// URL is the server's base URL.
-func (s *Server) URL() string { return "http://" + s.HTTP }
+// URL is the server's base URL, https://HOST:PORT.
+func (s *Server) URL() string { return s.url }
+
+// HTTPClient trusts the server's development CA (and nothing else).
+func (s *Server) HTTPClient(t testing.TB) *http.Client {
+	t.Helper()
+	return &http.Client{Transport: s.Transport(t)}
+}
+
+// Transport is an HTTP transport that trusts the server's development CA.
+func (s *Server) Transport(t testing.TB) *http.Transport {
+	t.Helper()
+	b, err := os.ReadFile(s.CA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		t.Fatalf("%s holds no certificate", s.CA)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	return tr
+}
 
 // Broker is the embedded broker's URL.
 func (s *Server) Broker() string { return "mqtt://" + s.MQTT }
@@ -155,7 +184,7 @@ func (s *Server) RootPath() string { return filepath.Join(s.DataDir, "tuf", "met
 
 // ClientEnv is the environment every client command needs.
 func (s *Server) ClientEnv() []string {
-	return []string{"DIALTONE_SERVER=" + s.URL(), "DIALTONE_TOKEN=" + s.Token, "DIALTONE_CONFIG=/dev/null"}
+	return []string{"DIALTONE_SERVER=" + s.URL(), "DIALTONE_TOKEN=" + s.Token, "DIALTONE_CA=" + s.CA, "DIALTONE_CONFIG=/dev/null"}
 }
 
 // Stop stops the server (SIGTERM, then SIGKILL after 10 s); safe to repeat.
@@ -212,9 +241,9 @@ func StartServerIn(t testing.TB, bins Binaries, dataDir string) *Server {
 	for {
 		b, err := os.ReadFile(filepath.Join(s.DataDir, "server.json"))
 		if err == nil {
-			var a struct{ HTTP, MQTT string }
+			var a struct{ HTTP, MQTT, URL, CA string }
 			if json.Unmarshal(b, &a) == nil && a.HTTP != "" {
-				s.HTTP, s.MQTT = a.HTTP, a.MQTT
+				s.HTTP, s.MQTT, s.url, s.CA = a.HTTP, a.MQTT, a.URL, a.CA
 				break
 			}
 		}
@@ -256,7 +285,7 @@ func Provision(t testing.TB, s *Server, id, model string) *Phone {
 // Once runs one agent cycle against s.
 func (p *Phone) Once(t testing.TB, s *Server, model, hw string) Result {
 	t.Helper()
-	return Run(t, []string{"DIALTONE_CONFIG=/dev/null"}, p.bins.Agent, "--once", "--server", s.URL(), "--broker", s.Broker(),
+	return Run(t, []string{"DIALTONE_CONFIG=/dev/null"}, p.bins.Agent, "--once", "--server", s.URL(), "--server-ca", s.CA, "--broker", s.Broker(),
 		"--state-dir", p.StateDir, "--model", model, "--hardware", hw, "--log-level", "debug")
 }
 

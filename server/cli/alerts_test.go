@@ -38,6 +38,16 @@ func (noRepo) Push(context.Context, tufrepo.PushRequest) (*tufrepo.PushResult, e
 // one now, one two hours ago.
 func alertsServer(t *testing.T) string {
 	t.Helper()
+	return alertsServerOn(t, func(h http.Handler) string {
+		srv := httptest.NewServer(h)
+		t.Cleanup(srv.Close)
+		return srv.URL
+	})
+}
+
+// alertsServerOn is alertsServer served by start.
+func alertsServerOn(t *testing.T, start func(http.Handler) string) string {
+	t.Helper()
 	st, err := store.OpenSQLite(t.Context(), filepath.Join(t.TempDir(), "db.sqlite"))
 	if err != nil {
 		t.Fatal(err)
@@ -58,16 +68,16 @@ func alertsServer(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(h)
-	t.Cleanup(srv.Close)
+	url := start(h)
 	conf := filepath.Join(t.TempDir(), "config.yaml")
 	if err := os.WriteFile(conf, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	t.Setenv("DIALTONE_CONFIG", conf)
-	t.Setenv("DIALTONE_SERVER", srv.URL)
+	t.Setenv("DIALTONE_SERVER", url)
 	t.Setenv("DIALTONE_TOKEN", apiToken)
-	return srv.URL
+	t.Setenv("DIALTONE_CA", "")
+	return url
 }
 
 func TestAlertsList(t *testing.T) {

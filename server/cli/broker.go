@@ -105,6 +105,11 @@ debug level (--log-denials). The server watches the log for them.`,
 		PreRunE: func(cmd *cobra.Command, _ []string) error {
 			// DIALTONE_KEY and a config file's "key" name the publisher's
 			// signing key: only the command line may name these files.
+			// DIALTONE_CA and "ca" name the CA of the API server for
+			// the client commands: not this one's.
+			if f := cmd.Flags().Lookup("ca"); !f.Changed {
+				o.CA = ""
+			}
 			for _, name := range []string{"ca", "cert", "key"} {
 				if f := cmd.Flags().Lookup(name); f.Value.String() != "" && !f.Changed {
 					return firstUsageError(fmt.Errorf("--%s must be given on the command line, not by the environment or config file", name))

@@ -535,6 +535,9 @@ func completeDevices(co *clientOptions) func(*cobra.Command, []string, string) (
 		if c.Token == "" {
 			c.Token = os.Getenv("DIALTONE_TOKEN")
 		}
+		if c.CA == "" {
+			c.CA = os.Getenv("DIALTONE_CA")
+		}
 		if c.Validate() != nil {
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
@@ -560,7 +563,11 @@ func getJSON(ctx context.Context, c clientOptions, path string, v any) error {
 		return err
 	}
 	req.Header.Set("Authorization", "Bearer "+c.Token)
-	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	hc, err := c.httpClient(30 * time.Second)
+	if err != nil {
+		return err
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
 		return fmt.Errorf("contacting server: %w", err)
 	}

@@ -240,8 +240,12 @@ func firmwarePublishCmd(g *globalOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			hc, err := o.httpClient(0) // uploads take as long as they take
+			if err != nil {
+				return err
+			}
 			opts := publish.Options{
-				Server: o.Server, Token: o.Token, BundlePath: args[0], SignaturePath: o.Signature,
+				Server: o.Server, Token: o.Token, HTTPClient: hc, BundlePath: args[0], SignaturePath: o.Signature,
 				Key: signer, Channel: o.Channel, MinVersion: o.MinVersion, Expires: o.Expires, Logger: g.logger(),
 			}
 			if f, ok := g.stderr.(*os.File); ok && !o.NoProgress && isatty.IsTerminal(f.Fd()) {
@@ -292,7 +296,11 @@ func (o *firmwareChangeOptions) run(cmd *cobra.Command, g *globalOptions, do fun
 	if err != nil {
 		return err
 	}
-	res, err := do(cmd.Context(), publish.Options{Server: o.Server, Token: o.Token, Key: signer, Expires: o.Expires, Logger: g.logger()})
+	hc, err := o.httpClient(time.Minute)
+	if err != nil {
+		return err
+	}
+	res, err := do(cmd.Context(), publish.Options{Server: o.Server, Token: o.Token, HTTPClient: hc, Key: signer, Expires: o.Expires, Logger: g.logger()})
 	if err != nil {
 		return err
 	}

@@ -32,6 +32,9 @@ type credentials struct {
 	User    string    `yaml:"user"`
 	Token   string    `yaml:"token"`
 	Expires time.Time `yaml:"expires"`
+	// CA is the --ca the session was opened with (absolute), trusted
+	// for Server by the commands that use the session.
+	CA string `yaml:"ca,omitempty"`
 }
 
 func credentialsPath() (string, error) {
@@ -142,6 +145,9 @@ func (o *clientOptions) fromCredentials() {
 	}
 	if sameServer(o.Server, c.Server) {
 		o.Token = c.Token
+		if o.CA == "" {
+			o.CA = c.CA
+		}
 	}
 }
 
@@ -187,6 +193,7 @@ func isTerminal(in io.Reader) bool {
 
 type loginOptions struct {
 	Server   string
+	CA       string
 	User     string
 	TOTP     string
 	Recovery string
@@ -202,10 +209,10 @@ func login(ctx context.Context, o loginOptions, password string) (credentials, s
 		return credentials{}, "", err
 	}
 	var se api.LoginAnswer
-	if err := postPublic(ctx, o.Server, "/v1/login", "", body, &se); err != nil {
+	if err := postPublic(ctx, o.Server, o.CA, "/v1/login", "", body, &se); err != nil {
 		return credentials{}, "", err
 	}
-	c := credentials{Server: strings.TrimSuffix(o.Server, "/"), User: o.User, Token: se.Token, Expires: se.Expires}
+	c := credentials{Server: strings.TrimSuffix(o.Server, "/"), User: o.User, Token: se.Token, Expires: se.Expires, CA: absCA(o.CA)}
 	path, err := saveCredentials(c)
 	if err != nil {
 		return credentials{}, "", fmt.Errorf("storing the session: %w", err)
@@ -214,8 +221,9 @@ func login(ctx context.Context, o loginOptions, password string) (credentials, s
 }
 
 // postPublic posts body to a route that takes no API token, with tok as
-// the bearer token if not empty, and decodes a 200 answer into v.
-func postPublic(ctx context.Context, server, path, tok string, body []byte, v any) error {
+// the bearer token if not empty, and decodes a 200 answer into v; ca is
+// the --ca trusted for server.
+func postPublic(ctx context.Context, server, ca, path, tok string, body []byte, v any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(server, "/")+path, bytes.NewReader(body))
 	if err != nil {
 		return err
@@ -224,7 +232,11 @@ func postPublic(ctx context.Context, server, path, tok string, body []byte, v an
 	if tok != "" {
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
-	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	hc, err := newHTTPClient(ca, 30*time.Second)
+	if err != nil {
+		return err
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
 		return fmt.Errorf("contacting server: %w", err)
 	}
@@ -284,7 +296,11 @@ func loginCmd(g *globalOptions) *cobra.Command {
 		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.OIDC {
-				se, err := oidcLogin(cmd.Context(), oidcLoginOptions{Server: o.Server, Stdout: g.stderr, Stdin: cmd.InOrStdin()})
+				hc, err := newHTTPClient(o.CA, 30*time.Second)
+				if err != nil {
+					return err
+				}
+				se, err := oidcLogin(cmd.Context(), oidcLoginOptions{Server: o.Server, Stdout: g.stderr, Stdin: cmd.InOrStdin(), HTTPClient: hc})
 				if err != nil {
 					return err
 				}
@@ -292,7 +308,7 @@ func loginCmd(g *globalOptions) *cobra.Command {
 				if user == "" {
 					user = "(single sign-on)"
 				}
-				c := credentials{Server: strings.TrimSuffix(o.Server, "/"), User: user, Token: se.Token, Expires: se.Expires}
+				c := credentials{Server: strings.TrimSuffix(o.Server, "/"), User: user, Token: se.Token, Expires: se.Expires, CA: absCA(o.CA)}
 				path, err := saveCredentials(c)
 				if err != nil {
 					return fmt.Errorf("storing the session: %w", err)
@@ -316,6 +332,7 @@ func loginCmd(g *globalOptions) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&o.Server, "server", "", "server URL (env DIALTONE_SERVER)")
+	cmd.Flags().StringVar(&o.CA, "ca", "", "PEM file of the CA that issued the server's certificate, on top of the system's roots (env DIALTONE_CA); kept with the session")
 	cmd.Flags().StringVar(&o.User, "user", "", "login name")
 	cmd.Flags().StringVar(&o.TOTP, "totp", "", "TOTP code of the second factor")
 	cmd.Flags().StringVar(&o.Recovery, "recovery", "", "a recovery code, instead of --totp")
@@ -337,7 +354,11 @@ func logoutCmd(g *globalOptions) *cobra.Command {
 				fmt.Fprintln(g.stdout, "not logged in")
 				return nil
 			}
-			err = postPublic(cmd.Context(), c.Server, "/v1/logout", c.Token, nil, nil)
+			ca := c.CA
+			if ca == "" {
+				ca = os.Getenv("DIALTONE_CA")
+			}
+			err = postPublic(cmd.Context(), c.Server, ca, "/v1/logout", c.Token, nil, nil)
 			var se *serverStatusError
 			if err != nil && !(errors.As(err, &se) && se.Code == http.StatusUnauthorized) {
 				// Keep the file: the session may still be valid.

@@ -59,11 +59,15 @@ func (o *outputOptions) print(w io.Writer, v any, header []string, rows [][]stri
 type clientOptions struct {
 	Server string
 	Token  string
+	// CA is a PEM file of CA certificates trusted for the server, on top
+	// of the system's roots (a --dev server's DATA/tls/ca.pem).
+	CA string
 }
 
 func (o *clientOptions) AddFlags(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&o.Server, "server", "", "server URL (env DIALTONE_SERVER)")
 	cmd.Flags().StringVar(&o.Token, "token", "", "API token (env DIALTONE_TOKEN)")
+	cmd.Flags().StringVar(&o.CA, "ca", "", "PEM file of the CA that issued the server's certificate, trusted on top of the system's roots (env DIALTONE_CA; a --dev server's is DATA/tls/ca.pem)")
 }
 
 func (o *clientOptions) Validate() error {

@@ -31,6 +31,10 @@ type serverOptions struct {
 	AlertWebhookSecretFile string
 	// Single sign-on (server_oidc.go).
 	OIDC serverOIDCOptions
+	// TLS of the API.
+	TLSCert      string
+	TLSKey       string
+	InsecureHTTP bool
 }
 
 // alertWebhookSecret reads --alert-webhook-secret-file ("" without one).
@@ -54,7 +58,10 @@ func (o *serverOptions) alertWebhookSecret() (string, error) {
 
 func (o *serverOptions) AddFlags(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&o.DataDir, "data-dir", "dialtone-data", "data directory: keys, TUF repository, database")
-	cmd.Flags().StringVar(&o.HTTP, "http", "127.0.0.1:7080", "HTTP listen address (port 0 picks a free port; see DATA/server.json)")
+	cmd.Flags().StringVar(&o.HTTP, "http", "127.0.0.1:7080", "API (HTTPS) listen address (port 0 picks a free port; see DATA/server.json)")
+	cmd.Flags().StringVar(&o.TLSCert, "tls-cert", "", "the API's TLS certificate chain (PEM); required outside --dev unless --insecure-http")
+	cmd.Flags().StringVar(&o.TLSKey, "tls-key", "", "the key of --tls-cert (PEM)")
+	cmd.Flags().BoolVar(&o.InsecureHTTP, "insecure-http", false, "serve the API in plain HTTP without a certificate. NOT for production: tokens and passwords cross the network in clear")
 	cmd.Flags().StringVar(&o.MQTT, "mqtt", "127.0.0.1:7883", "embedded MQTT broker listen address (port 0 picks a free port)")
 	cmd.Flags().StringVar(&o.Targets, "targets-bucket", "", "where target files (bundles, signatures) are stored and served from: a gocloud.dev blob URL, e.g. s3://BUCKET?region=eu-west-1 or, for an S3-compatible server, s3://BUCKET?endpoint=http://127.0.0.1:9000&use_path_style=true&region=us-east-1&disable_https=true (credentials from the AWS_* environment); empty keeps them in DATA/tuf/targets")
 	cmd.Flags().StringVar(&o.Store, "store", "", "fleet store: a PostgreSQL DSN (postgres://USER@HOST:5432/DB?sslmode=…); empty keeps SQLite in the data directory")
@@ -67,15 +74,25 @@ func (o *serverOptions) AddFlags(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&o.AlertWebhook, "alert-webhook", "", "URL (http or https) every security alert is POSTed to as JSON")
 	o.OIDC.AddFlags(cmd)
 	cmd.Flags().StringVar(&o.AlertWebhookSecretFile, "alert-webhook-secret-file", "", "file holding the secret that signs alert webhook bodies (header X-Dialtone-Signature: sha256=<hex HMAC-SHA256>)")
-	cmd.Flags().BoolVar(&o.Dev, "dev", false, "development mode: generate all keys on first start and let devices in by name. NEVER in production")
+	cmd.Flags().BoolVar(&o.Dev, "dev", false, "development mode: generate all keys and, without --tls-cert, a development CA (DATA/tls/ca.pem) on first start, and let devices in by name. NEVER in production")
 }
 
 const devBanner = `
 !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
 !! DEVELOPMENT MODE. NOT FOR PRODUCTION.
 !! Every TUF key, the offline root, targets and publisher keys included,
-!! is generated into %s/keys and lives on this server.
+!! is generated into %[1]s/keys and lives on this server.
 !! Devices join the broker by name alone.
+!! Without --tls-cert, the API's certificate comes from a development CA
+!! in %[1]s/tls/ca.pem: clients trust it with --ca / --server-ca.
+!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
+`
+
+const insecureBanner = `
+!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
+!! --insecure-http: THE API IS PLAIN HTTP. NOT FOR PRODUCTION.
+!! API tokens, passwords and sessions cross the network in clear.
+!! Give --tls-cert and --tls-key instead.
 !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
 `
 
@@ -91,6 +108,9 @@ func serverCmd(g *globalOptions) *cobra.Command {
 			if o.Dev {
 				fmt.Fprintf(g.stderr, devBanner, o.DataDir)
 			}
+			if o.InsecureHTTP {
+				fmt.Fprint(g.stderr, insecureBanner)
+			}
 			secret, err := o.alertWebhookSecret()
 			if err != nil {
 				return &ExitCodeError{Code: ExitUsage, Err: err}
@@ -99,12 +119,17 @@ func serverCmd(g *globalOptions) *cobra.Command {
 			if err != nil {
 				return &ExitCodeError{Code: ExitUsage, Err: err}
 			}
-			return daemon.Run(ctx, daemon.Options{
+			err = daemon.Run(ctx, daemon.Options{
 				DataDir: o.DataDir, HTTPAddr: o.HTTP, MQTTAddr: o.MQTT, Dev: o.Dev, TargetsBucket: o.Targets, Store: o.Store, Logger: g.logger(),
 				External: daemon.ExternalBroker{URL: o.Broker, CAFile: o.BrokerCA, CertFile: o.BrokerCert, KeyFile: o.BrokerKey,
 					Shared: o.BrokerShared, MosquittoLog: o.MosquittoLog},
 				AlertWebhook: o.AlertWebhook, AlertWebhookSecret: secret, OIDC: sso,
+				TLSCert: o.TLSCert, TLSKey: o.TLSKey, InsecureHTTP: o.InsecureHTTP,
 			})
+			if errors.Is(err, daemon.ErrNoCertificate) {
+				return &ExitCodeError{Code: ExitUsage, Err: err}
+			}
+			return err
 		},
 	}
 	o.AddFlags(cmd)

@@ -123,7 +123,11 @@ func sendJSON(ctx context.Context, c clientOptions, method, path string, body []
 	}
 	req.Header.Set("Authorization", "Bearer "+c.Token)
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	hc, err := c.httpClient(30 * time.Second)
+	if err != nil {
+		return err
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
 		return fmt.Errorf("contacting server: %w", err)
 	}

@@ -91,7 +91,11 @@ func fetchCurrent(ctx context.Context, c clientOptions, role string) ([]byte, er
 		if err != nil {
 			return nil, err
 		}
-		resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+		hc, err := c.httpClient(30 * time.Second)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := hc.Do(req)
 		if err != nil {
 			return nil, err
 		}
@@ -338,7 +342,11 @@ func tufPushCmd(g *globalOptions) *cobra.Command {
 				}
 				files[role] = b
 			}
-			res, err := publish.Push(cmd.Context(), o.Server, o.Token, nil, o.Reason, files)
+			hc, err := o.httpClient(time.Minute)
+			if err != nil {
+				return err
+			}
+			res, err := publish.Push(cmd.Context(), o.Server, o.Token, hc, o.Reason, files)
 			if err != nil {
 				return err
 			}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -24,11 +25,22 @@ const usersToken = "cli-users-token-0123456789"
 // points the user configuration directory at a temporary one.
 func usersServer(t *testing.T) (url string, svc *auth.Service, patSecret string) {
 	t.Helper()
+	return usersServerOn(t, func(h http.Handler) string {
+		srv := httptest.NewServer(h)
+		t.Cleanup(srv.Close)
+		return srv.URL
+	})
+}
+
+// usersServerOn is usersServer served by start.
+func usersServerOn(t *testing.T, start func(http.Handler) string) (url string, svc *auth.Service, patSecret string) {
+	t.Helper()
 	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
 	t.Setenv("HOME", t.TempDir())
 	t.Setenv("DIALTONE_CONFIG", "")
 	t.Setenv("DIALTONE_SERVER", "")
 	t.Setenv("DIALTONE_TOKEN", "")
+	t.Setenv("DIALTONE_CA", "")
 	st, err := store.OpenSQLite(t.Context(), filepath.Join(t.TempDir(), "db.sqlite"))
 	if err != nil {
 		t.Fatal(err)
@@ -42,8 +54,7 @@ func usersServer(t *testing.T) (url string, svc *auth.Service, patSecret string)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(a)
-	t.Cleanup(srv.Close)
+	url = start(a)
 	boot := auth.Principal{Kind: auth.KindBootstrap, ID: "bootstrap", Platform: true}
 	pat, err := svc.CreateUser(t.Context(), boot, auth.NewUser{Name: "pat", Password: "pat's long password", Platform: true})
 	if err != nil {
@@ -56,7 +67,7 @@ func usersServer(t *testing.T) (url string, svc *auth.Service, patSecret string)
 	if _, err := svc.CreateUser(t.Context(), boot, auth.NewUser{Name: "vera", Password: "vera's long password", Tenants: map[string]string{"acme": "viewer"}}); err != nil {
 		t.Fatal(err)
 	}
-	return srv.URL, svc, e.Secret
+	return url, svc, e.Secret
 }
 
 // runIn runs the CLI with stdin.

@@ -119,9 +119,9 @@ func TestAlertsEndToEnd(t *testing.T) {
 	var listed api.AlertList
 	deadline := time.Now().Add(waitFor)
 	for {
-		req, _ := http.NewRequest("GET", "http://"+addrs.HTTP+"/v1/alerts?device=phoneA", nil)
+		req, _ := http.NewRequest("GET", addrs.URL+"/v1/alerts?device=phoneA", nil)
 		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := devClient(t, addrs).Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -48,12 +48,12 @@ func TestAuditWired(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	base := "http://" + addrs.HTTP
+	base := addrs.URL
 
 	req, _ := http.NewRequestWithContext(t.Context(), "POST", base+"/v1/tokens",
 		strings.NewReader(`{"tenant":"acme","role":"viewer","ttl":3600000000000}`))
 	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := devClient(t, addrs).Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +64,7 @@ func TestAuditWired(t *testing.T) {
 
 	req, _ = http.NewRequestWithContext(t.Context(), "GET", base+"/v1/audit", nil)
 	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err = http.DefaultClient.Do(req)
+	resp, err = devClient(t, addrs).Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +81,7 @@ func TestAuditWired(t *testing.T) {
 	}
 	t.Setenv("DIALTONE_CONFIG", conf)
 	var out, errb bytes.Buffer
-	code := cli.Execute(t.Context(), []string{"audit", "verify", "--server", base, "--token", token}, &out, &errb)
+	code := cli.Execute(t.Context(), []string{"audit", "verify", "--server", base, "--token", token, "--ca", addrs.CA}, &out, &errb)
 	if code != cli.ExitOK || !strings.Contains(out.String(), "1 entries, head seq 1") {
 		t.Fatalf("audit verify: exit %d\n%s%s", code, out.String(), errb.String())
 	}

@@ -77,6 +77,12 @@ type Options struct {
 	AlertWebhookSecret string
 	// OIDC configures single sign-on (oidc.go); off without an issuer.
 	OIDC OIDCOptions
+	// TLSCert and TLSKey are the API's certificate and key (PEM files).
+	// Without them a --dev server makes a development CA in DataDir/tls
+	// (EnsureDevCA) and any other refuses to start (ErrNoCertificate)
+	// unless InsecureHTTP is set: then the API is plain HTTP.
+	TLSCert, TLSKey string
+	InsecureHTTP    bool
 }
 
 // fleetStore is the fleet store with its API tokens: SQLite or PostgreSQL.
@@ -111,6 +117,13 @@ func redactDSN(dsn string) string {
 type Addrs struct {
 	HTTP string `json:"http"`
 	MQTT string `json:"mqtt"`
+	// URL is the API's base URL: https://HOST:PORT, or http:// with
+	// InsecureHTTP.
+	URL string `json:"url"`
+	// CA is the development CA's certificate (PEM) that clients trust
+	// the server by (dialtone --ca, dialtone-agent --server-ca); empty
+	// unless the server made it (--dev without --tls-cert).
+	CA string `json:"ca,omitempty"`
 }
 
 // InitOptions create a repository in a data directory.
@@ -244,6 +257,13 @@ func Run(ctx context.Context, o Options) error {
 		if _, err := BootstrapDev(ctx, o.DataDir); err != nil {
 			return err
 		}
+	}
+	tlsc, err := serverTLS(o)
+	if err != nil {
+		return err
+	}
+	if tlsc.cfg == nil {
+		log.Warn("!!! THE API IS SERVED IN PLAIN HTTP (--insecure-http): tokens, passwords and sessions cross the network in clear. Give --tls-cert and --tls-key in production !!!")
 	}
 	kdir := filepath.Join(o.DataDir, KeysDir)
 	for _, f := range []string{filepath.Join(kdir, "snapshot.key"), filepath.Join(kdir, "timestamp.key"), filepath.Join(o.DataDir, RepoDir, "metadata", "timestamp.json"), filepath.Join(o.DataDir, AdminTokenFile)} {
@@ -437,7 +457,18 @@ func Run(ctx context.Context, o Options) error {
 	// publish and /tuf/) with http.ResponseController.
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second,
 		MaxHeaderBytes: 64 << 10, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-	addrs := Addrs{HTTP: ln.Addr().String(), MQTT: mqttAddr}
+	addrs := Addrs{HTTP: ln.Addr().String(), MQTT: mqttAddr, URL: "http://" + ln.Addr().String()}
+	if tlsc.cfg != nil {
+		srv.Handler = hsts(h)
+		srv.TLSConfig = tlsc.cfg
+		addrs.URL = "https://" + ln.Addr().String()
+		if tlsc.caFile != "" {
+			if addrs.CA, err = filepath.Abs(tlsc.caFile); err != nil {
+				ln.Close()
+				return err
+			}
+		}
+	}
 	b, _ := json.Marshal(addrs)
 	if err := atomicfile.WriteFile(filepath.Join(o.DataDir, AddrFile), b, 0o644); err != nil {
 		ln.Close()
@@ -449,8 +480,17 @@ func Run(ctx context.Context, o Options) error {
 		repo.Run(ctx, time.Minute)
 	}()
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	log.Info("server listening", "http", addrs.HTTP, "mqtt", addrs.MQTT, "data", o.DataDir)
+	go func() {
+		if tlsc.cfg != nil {
+			errc <- srv.ServeTLS(ln, "", "")
+			return
+		}
+		errc <- srv.Serve(ln)
+	}()
+	log.Info("server listening", "url", addrs.URL, "mqtt", addrs.MQTT, "data", o.DataDir)
+	if addrs.CA != "" {
+		log.Info("development CA: clients trust the server with it (dialtone --ca or DIALTONE_CA, dialtone-agent --server-ca)", "ca", addrs.CA)
+	}
 	if o.Ready != nil {
 		o.Ready(addrs)
 	}

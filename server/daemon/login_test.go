@@ -46,11 +46,11 @@ func TestOperatorLogin(t *testing.T) {
 	call := func(method, path, tok string, body any, v any) int {
 		t.Helper()
 		b, _ := json.Marshal(body)
-		req, _ := http.NewRequest(method, "http://"+addrs.HTTP+path, bytes.NewReader(b))
+		req, _ := http.NewRequest(method, addrs.URL+path, bytes.NewReader(b))
 		if tok != "" {
 			req.Header.Set("Authorization", "Bearer "+tok)
 		}
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := devClient(t, addrs).Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
