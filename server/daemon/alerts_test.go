@@ -1,7 +1,6 @@
 package daemon_test
 
 import (
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -67,30 +66,9 @@ func TestAlertsEndToEnd(t *testing.T) {
 	t.Cleanup(hs.Close)
 
 	dir := t.TempDir()
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan daemon.Addrs, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- daemon.Run(ctx, daemon.Options{
-			DataDir: dir, HTTPAddr: "127.0.0.1:0", MQTTAddr: "127.0.0.1:0", Dev: true, Logger: testutil.Logger(t),
-			Ready:        func(a daemon.Addrs) { ready <- a },
-			AlertWebhook: hs.URL + "/alerts", AlertWebhookSecret: string(h.secret),
-		})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
+	addrs := startServer(t, daemon.Options{DataDir: dir, Dev: true,
+		AlertWebhook: hs.URL + "/alerts", AlertWebhookSecret: string(h.secret),
 	})
-	var addrs daemon.Addrs
-	select {
-	case addrs = <-ready:
-	case err := <-done:
-		t.Fatalf("Run: %v", err)
-	case <-time.After(60 * time.Second):
-		t.Fatal("server not ready")
-	}
 	token, err := daemon.ReadAdminToken(dir)
 	if err != nil {
 		t.Fatal(err)

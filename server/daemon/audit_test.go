@@ -2,16 +2,13 @@ package daemon_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/dialtone-dev/dialtone/internal/testutil"
 	"github.com/dialtone-dev/dialtone/server/api"
 	"github.com/dialtone-dev/dialtone/server/cli"
 	"github.com/dialtone-dev/dialtone/server/daemon"
@@ -21,29 +18,7 @@ import (
 // is in the audit log, and `dialtone audit verify` finds the log intact.
 func TestAuditWired(t *testing.T) {
 	dir := t.TempDir()
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan daemon.Addrs, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- daemon.Run(ctx, daemon.Options{
-			DataDir: dir, HTTPAddr: "127.0.0.1:0", MQTTAddr: "127.0.0.1:0", Dev: true, Logger: testutil.Logger(t),
-			Ready: func(a daemon.Addrs) { ready <- a },
-		})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
-	var addrs daemon.Addrs
-	select {
-	case addrs = <-ready:
-	case err := <-done:
-		t.Fatalf("Run: %v", err)
-	case <-time.After(60 * time.Second):
-		t.Fatal("server not ready")
-	}
+	addrs := startServer(t, daemon.Options{DataDir: dir, Dev: true})
 	token, err := daemon.ReadAdminToken(dir)
 	if err != nil {
 		t.Fatal(err)
