@@ -3,6 +3,7 @@ package testutil
 import (
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -29,6 +30,55 @@ type Swtpm struct {
 	logs SyncBuffer
 	cmd  *exec.Cmd
 	done chan struct{}
+}
+
+// ManufacturedSwtpm is a software TPM with an EK certificate, as a
+// manufacturer ships it: swtpm_setup --create-ek-cert, signed by a local CA
+// made for the test.
+type ManufacturedSwtpm struct {
+	*Swtpm
+	// CARoot and CAIssuer are the local CA's root and the intermediate
+	// that signed the EK certificates (PEM).
+	CARoot, CAIssuer string
+}
+
+// StartManufacturedSwtpm runs swtpm_setup with a CA of its own, then
+// starts swtpm on that state.
+func StartManufacturedSwtpm(t testing.TB) *ManufacturedSwtpm {
+	t.Helper()
+	setup := RequireBinary(t, "swtpm_setup", SwtpmHint)
+	localca := RequireBinary(t, "swtpm_localca", SwtpmHint)
+	dir := t.TempDir()
+	ca, state := filepath.Join(dir, "ca"), t.TempDir()
+	files := map[string]string{
+		"localca.conf":    fmt.Sprintf("statedir = %[1]s\nsigningkey = %[1]s/signkey.pem\nissuercert = %[1]s/issuercert.pem\ncertserial = %[1]s/certserial\n", ca),
+		"localca.options": "",
+		"setup.conf": fmt.Sprintf("create_certs_tool= %s\ncreate_certs_tool_config = %s\ncreate_certs_tool_options = %s\nactive_pcr_banks = sha256\n",
+			localca, filepath.Join(dir, "localca.conf"), filepath.Join(dir, "localca.options")),
+	}
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Mkdir(ca, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(setup, "--tpm2", "--tpmstate", state, "--create-ek-cert", "--config", filepath.Join(dir, "setup.conf"), "--overwrite").CombinedOutput()
+	if err != nil {
+		t.Fatalf("swtpm_setup: %v\n%s", err, out)
+	}
+	s := &Swtpm{t: t, bin: RequireBinary(t, "swtpm", SwtpmHint), StateDir: state}
+	t.Cleanup(func() {
+		s.Kill()
+		if t.Failed() {
+			t.Logf("swtpm %s log:\n%s", s.Addr, s.logs.String())
+		}
+	})
+	s.Addr, s.ctrl = freePortPair(t)
+	s.Spec = "swtpm:" + s.Addr
+	s.Start()
+	return &ManufacturedSwtpm{Swtpm: s, CARoot: filepath.Join(ca, "swtpm-localca-rootca-cert.pem"), CAIssuer: filepath.Join(ca, "issuercert.pem")}
 }
 
 // StartSwtpm starts `swtpm socket --tpm2` on free ports with a fresh state

@@ -2,6 +2,7 @@ package attest
 
 import (
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
 	"testing"
 	"time"
@@ -149,5 +150,19 @@ func FuzzVerify(f *testing.F) {
 		if r.Outcome == Trusted && (string(attest) != string(q.Attest) || string(log) != string(b)) {
 			t.Fatalf("altered evidence trusted")
 		}
+	})
+}
+
+// FuzzEnrollmentInputs: what a device sends to enroll (an EK certificate,
+// the EK's and the AK's TPMT_PUBLIC) never panics the server and is never
+// accepted against an empty trust store.
+func FuzzEnrollmentInputs(f *testing.F) {
+	ak := quotetest.NewAK()
+	f.Add([]byte{0x30, 0x03, 0x02, 0x01, 0x01}, ak.Public(), ak.Public())
+	f.Fuzz(func(t *testing.T, cert, ek, akPub []byte) {
+		if _, err := VerifyEKCert(cert, x509.NewCertPool(), nil, ek, time.Now()); err == nil {
+			t.Fatal("an EK certificate verified against no trusted CA")
+		}
+		_, _, _ = NewChallenge(ek, akPub)
 	})
 }
