@@ -22,8 +22,7 @@ import (
 // TestEvidenceChecksWithTPM2Tools: the evidence the server exports for an
 // attestation verifies with tpm2_checkquote, an implementation that is not
 // ours; the PCR file is byte for byte what tpm2_pcrread -F serialized
-// writes; and a
-// wrong nonce or wrong PCR values make tpm2_checkquote fail.
+// writes; and a wrong nonce or wrong PCR values make tpm2_checkquote fail.
 func TestEvidenceChecksWithTPM2Tools(t *testing.T) {
 	check := testutil.RequireBinary(t, "tpm2_checkquote", "make deps (apt-get install tpm2-tools)")
 	pcrread := testutil.RequireBinary(t, "tpm2_pcrread", "make deps (apt-get install tpm2-tools)")
