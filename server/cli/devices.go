@@ -558,35 +558,5 @@ func completeDevices(co *clientOptions) func(*cobra.Command, []string, string) (
 }
 
 func getJSON(ctx context.Context, c clientOptions, path string, v any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(c.Server, "/")+path, nil)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+c.Token)
-	hc, err := c.httpClient(30 * time.Second)
-	if err != nil {
-		return err
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("contacting server: %w", err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return fmt.Errorf("reading answer: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		var e struct {
-			Error string `json:"error"`
-		}
-		if json.Unmarshal(body, &e) != nil || e.Error == "" {
-			e.Error = strings.TrimSpace(string(body))
-		}
-		return fmt.Errorf("server answered %s: %s", resp.Status, e.Error)
-	}
-	if err := json.Unmarshal(body, v); err != nil {
-		return fmt.Errorf("decoding answer: %w", err)
-	}
-	return nil
+	return apiCall{server: c.Server, ca: c.CA, token: c.Token, method: http.MethodGet, path: path, want: http.StatusOK, limit: 64 << 20}.do(ctx, v)
 }

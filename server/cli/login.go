@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -224,43 +223,7 @@ func login(ctx context.Context, o loginOptions, password string) (credentials, s
 // the bearer token if not empty, and decodes a 200 answer into v; ca is
 // the --ca trusted for server.
 func postPublic(ctx context.Context, server, ca, path, tok string, body []byte, v any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(server, "/")+path, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if tok != "" {
-		req.Header.Set("Authorization", "Bearer "+tok)
-	}
-	hc, err := newHTTPClient(ca, 30*time.Second)
-	if err != nil {
-		return err
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("contacting server: %w", err)
-	}
-	defer resp.Body.Close()
-	rb, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		var e struct {
-			Error string `json:"error"`
-		}
-		if json.Unmarshal(rb, &e) != nil || e.Error == "" {
-			e.Error = strings.TrimSpace(string(rb))
-		}
-		if ra := resp.Header.Get("Retry-After"); ra != "" {
-			e.Error += " (retry after " + ra + " s)"
-		}
-		return &serverStatusError{Code: resp.StatusCode, Msg: fmt.Sprintf("server answered %s: %s", resp.Status, e.Error)}
-	}
-	if v == nil {
-		return nil
-	}
-	return json.Unmarshal(rb, v)
+	return apiCall{server: server, ca: ca, token: tok, method: http.MethodPost, path: path, body: body, want: http.StatusOK, limit: 1 << 20}.do(ctx, v)
 }
 
 // serverStatusError is a server's refusal with its status code.

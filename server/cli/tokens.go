@@ -1,12 +1,9 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -117,39 +114,8 @@ at most a year); the token is shown once and the server keeps only its hash.`,
 
 // sendJSON sends body (may be nil) and decodes the answer into v (may be nil).
 func sendJSON(ctx context.Context, c clientOptions, method, path string, body []byte, want int, v any) error {
-	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(c.Server, "/")+path, bytes.NewReader(body))
-	if err != nil {
-		return err
+	if body == nil {
+		body = []byte{} // a JSON request, even when empty
 	}
-	req.Header.Set("Authorization", "Bearer "+c.Token)
-	req.Header.Set("Content-Type", "application/json")
-	hc, err := c.httpClient(30 * time.Second)
-	if err != nil {
-		return err
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("contacting server: %w", err)
-	}
-	defer resp.Body.Close()
-	rb, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != want {
-		var e struct {
-			Error string `json:"error"`
-		}
-		if json.Unmarshal(rb, &e) != nil || e.Error == "" {
-			e.Error = strings.TrimSpace(string(rb))
-		}
-		return fmt.Errorf("server answered %s: %s", resp.Status, e.Error)
-	}
-	if v == nil {
-		return nil
-	}
-	if err := json.Unmarshal(rb, v); err != nil {
-		return errors.Join(errors.New("decoding answer"), err)
-	}
-	return nil
+	return apiCall{server: c.Server, ca: c.CA, token: c.Token, method: method, path: path, body: body, want: want, limit: 8 << 20}.do(ctx, v)
 }
