@@ -4,7 +4,9 @@
 #   - Debian packages: the software TPM (swtpm, swtpm-tools), tpm2-tools,
 #     Mosquitto broker and clients, gcc/libc6-dev/make for `go test -race` and
 #     for the cgo build of bin/dialtone (PKCS#11), SoftHSM2 and OpenSC's
-#     pkcs11-tool for the PKCS#11 key tests, and openssl for the key fixtures.
+#     pkcs11-tool for the PKCS#11 key tests, openssl for the key fixtures,
+#     and the SIP peers of hack/interop (Kamailio with its TLS module, sipp,
+#     baresip) with tshark for the packet-capture check.
 #   - Go tools, pinned by version, into the repo-local .bin/ (GOBIN): staticcheck,
 #     cosign for hack/interop, and local-kms (an AWS KMS emulator) for keys/.
 #   - Node.js and npm (Debian's when missing), and tuf-js for hack/interop with
@@ -43,6 +45,7 @@ APT_PACKAGES=(
 	mosquitto mosquitto-clients
 	gcc libc6-dev make ca-certificates curl
 	softhsm2 opensc openssl
+	kamailio kamailio-tls-modules sip-tester baresip tshark
 )
 
 export GOTOOLCHAIN=local
