@@ -74,6 +74,14 @@ const (
 	KindAgentSecurity = "agent-security"
 	// KindUpdateRefused: an agent refused an update (verification failed).
 	KindUpdateRefused = "update-refused"
+	// KindUntrusted: a device's attestation was judged untrusted.
+	KindUntrusted = "attestation-untrusted"
+	// KindDeviceHijack: a device ID enrolled with one TPM tried to enroll
+	// with another.
+	KindDeviceHijack = "device-hijack"
+	// KindEnrollRefused: an enrollment was refused (no grant, unknown
+	// manufacturer CA, failed credential activation).
+	KindEnrollRefused = "enrollment-refused"
 )
 
 // Sources of alerts.
@@ -82,6 +90,7 @@ const (
 	SourceMosquitto      = "mosquitto"
 	SourceIngest         = "ingest"
 	SourceAgent          = "agent"
+	SourceAttestation    = "attestation"
 )
 
 // Severities.

@@ -79,6 +79,15 @@ type Options struct {
 	// OIDC serves single sign-on's public routes under /v1/oidc/ (NewOIDC,
 	// oidc.go); nil: no SSO.
 	OIDC http.Handler
+	// Attest enrolls devices and judges their attestations (attest.go);
+	// nil: those routes answer 501.
+	Attest Attestation
+	// Enrollment keeps enrollment grants and attestation history; set
+	// with Attest.
+	Enrollment store.Attestations
+	// DeviceCA verifies the client certificates devices present on the
+	// device routes (DeviceIdentity); nil: no device is recognised.
+	DeviceCA DeviceVerifier
 	// MaxBundleBytes bounds a publish upload.
 	MaxBundleBytes int64
 	Logger         *slog.Logger
@@ -220,6 +229,17 @@ func (a *API) routes() []route {
 		{"GET /v1/tokens", auth.TokensManage, fromSet, 0, a.listTokens},
 		{"DELETE /v1/tokens/{id}", auth.TokensManage, fromToken, 0, a.revokeToken},
 		{"GET /v1/audit", auth.AuditRead, fromSet, 0, a.auditList},
+		// Attestation (attest.go). Devices enroll and attest without an
+		// API credential: the TPM's proofs are their credential.
+		{"POST /v1/enroll", Public, fromNone, 0, a.enrollBegin},
+		{"POST /v1/enroll/{id}", Public, fromNone, 0, a.enrollFinish},
+		{"POST /v1/attest/nonce", Public, fromNone, 0, a.attestNonce},
+		{"POST /v1/attest", Public, fromNone, maxAttestBody, a.attest},
+		{"POST /v1/device-certificates", Public, fromNone, 0, a.deviceCertificate},
+		{"POST /v1/enroll-grants", auth.DevicesEnroll, fromSet, 0, a.createGrant},
+		{"GET /v1/enroll-grants", auth.DevicesEnroll, fromSet, 0, a.listGrants},
+		{"GET /v1/devices/{id}/attestations", auth.DevicesRead, fromDevice, 0, a.attestations},
+		{"GET /v1/devices/{id}/evidence", auth.DevicesRead, fromDevice, 0, a.evidence},
 		{"GET /v1/audit/head", auth.AuditVerify, fromNone, 0, a.auditHead},
 		// Operators (login.go). The service checks the tenants a user
 		// request names (body or path) against the caller's roles.

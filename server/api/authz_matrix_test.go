@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/dialtone-dev/dialtone/server/attest"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -181,8 +182,12 @@ func TestAuthzMatrix(t *testing.T) {
 		mkToken(id, tenant, auth.RoleViewer, nil, later, false)
 	}
 
+	svc, err := attest.NewService(attest.Options{Store: st, Targets: noTargets{}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	a, err := New(Options{Repo: quietRepo{}, Devices: st, Tokens: st, Alerts: st, AdminToken: token,
-		Sessions: fakeSessions{"session-token-0123456789": session}})
+		Sessions: fakeSessions{"session-token-0123456789": session}, Attest: svc, Enrollment: st})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -369,3 +374,8 @@ func exampleBody(op *openapi3.Operation) ([]byte, string) {
 	}
 	return []byte("--x--\r\n"), "multipart/form-data; boundary=x"
 }
+
+// noTargets is a repository without firmware: the matrix judges no quote.
+type noTargets struct{}
+
+func (noTargets) TargetBySHA256(string, string) (attest.Target, bool) { return attest.Target{}, false }

@@ -51,7 +51,12 @@ type Device struct {
 	Attested    time.Time `json:"attested,omitzero"`
 }
 
-func apiDevice(d store.Device) Device {
+func (a *API) apiDevice(d store.Device) Device {
+	if a.opts.Attest != nil {
+		// A trusted verdict older than the period reads stale at once,
+		// not only when the sweeper has recorded it.
+		d.Attestation = a.opts.Attest.Status(d)
+	}
 	return Device{ID: d.ID, Tenant: d.Tenant, Model: d.Model, Hardware: d.Hardware, Version: d.Version,
 		Slot: d.Slot, UpdateState: d.UpdateState, Online: d.Online, LastSeen: d.LastSeen, TUF: d.TUF,
 		Attestation: d.Attestation, Attested: d.Attested}
@@ -212,7 +217,7 @@ func (a *API) devices(w http.ResponseWriter, r *http.Request) {
 		out.Next = f.Cursor(ds[len(ds)-1])
 	}
 	for _, d := range ds {
-		out.Devices = append(out.Devices, apiDevice(d))
+		out.Devices = append(out.Devices, a.apiDevice(d))
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -257,7 +262,7 @@ func (a *API) device(w http.ResponseWriter, r *http.Request) {
 	}
 	below := a.tufBehindBelow()
 	writeJSON(w, http.StatusOK, DeviceDetail{
-		Device:         apiDevice(d),
+		Device:         a.apiDevice(d),
 		DesiredVersion: d.DesiredVersion,
 		DesiredTime:    d.DesiredTime,
 		// As store.DeviceFilter.TUFTimestampBelow has it: a device that

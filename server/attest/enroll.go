@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-tpm/tpm2"
 
 	"github.com/dialtone-dev/dialtone/internal/quote"
+	"github.com/dialtone-dev/dialtone/internal/wire"
 )
 
 // Enrollment errors, for callers to tell refusals apart.
@@ -68,10 +69,7 @@ func VerifyEKCert(der []byte, roots, intermediates *x509.CertPool, ekPublic []by
 // the EK and bound to the AK's name. Only the TPM that holds both keys
 // can recover the secret (TPM2_ActivateCredential), which is what proves
 // the AK is that TPM's.
-type Challenge struct {
-	CredBlob  []byte `json:"cred_blob"`
-	EncSecret []byte `json:"enc_secret"`
-}
+type Challenge = wire.Challenge
 
 // NewChallenge makes a challenge for the EK and AK (marshalled
 // TPMT_PUBLICs) and returns it with its secret. An AK that is not a

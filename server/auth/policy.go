@@ -14,6 +14,7 @@ type Permission string
 const (
 	DevicesRead     Permission = "devices.read"     // list and read devices and their events
 	DevicesCommand  Permission = "devices.command"  // send a device a one-off command
+	DevicesEnroll   Permission = "devices.enroll"   // let devices enroll: tokens, serials, EK approvals
 	RolloutsWrite   Permission = "rollouts.write"   // set a device's desired version
 	AlertsRead      Permission = "alerts.read"      // list security alerts
 	FleetRead       Permission = "fleet.read"       // the fleet summary
@@ -45,7 +46,7 @@ const (
 // policy is the role → permissions table, and each permission's scope.
 var (
 	viewerPerms    = []Permission{DevicesRead, AlertsRead, FleetRead}
-	operatorPerms  = append(slices.Clone(viewerPerms), DevicesCommand, RolloutsWrite)
+	operatorPerms  = append(slices.Clone(viewerPerms), DevicesCommand, DevicesEnroll, RolloutsWrite)
 	publisherPerms = []Permission{FirmwarePublish, TUFRead}
 	adminPerms     = append(slices.Clone(operatorPerms), TokensManage, UsersManage, AuditRead)
 
@@ -57,7 +58,7 @@ var (
 	}
 
 	scopes = map[Permission]Scope{
-		DevicesRead: ScopeTenant, DevicesCommand: ScopeTenant, RolloutsWrite: ScopeTenant,
+		DevicesRead: ScopeTenant, DevicesCommand: ScopeTenant, DevicesEnroll: ScopeTenant, RolloutsWrite: ScopeTenant,
 		AlertsRead: ScopeTenant, FleetRead: ScopeTenant, TokensManage: ScopeTenant,
 		UsersManage: ScopeTenant, AuditRead: ScopeTenant,
 		FirmwarePublish: ScopeModels, TUFRead: ScopeModels,

@@ -2,6 +2,8 @@ package broker
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
@@ -78,17 +80,39 @@ func (h *aclHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 
 func (h *aclHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	user := string(pk.Connect.Username) // a valid ID: checked by OnConnect
-	if h.b.opts.Auth == nil {
-		return h.b.opts.Dev
-	}
 	ctx, cancel := h.b.authContext()
 	defer cancel()
-	if h.b.opts.Auth.Authenticate(ctx, user, pk.Connect.Password) {
-		return true
+	if h.b.opts.PeerAuth != nil {
+		var chain []*x509.Certificate
+		if tc, ok := cl.Net.Conn.(*tls.Conn); ok {
+			chain = tc.ConnectionState().PeerCertificates
+		}
+		if len(chain) == 0 {
+			h.b.refuse("no device certificate", "username", user, "remote", cl.Net.Remote)
+			h.b.connFailed(user, cl.Net.Remote)
+			return false
+		}
+		if err := h.b.opts.PeerAuth(ctx, user, chain); err != nil {
+			h.b.refuse("device certificate refused", "username", user, "remote", cl.Net.Remote, "reason", err)
+			h.b.connFailed(user, cl.Net.Remote)
+			return false
+		}
 	}
-	h.b.refuse("authentication failed", "username", user, "remote", cl.Net.Remote)
-	h.b.connFailed(user, cl.Net.Remote)
-	return false
+	switch {
+	case h.b.opts.Auth == nil && h.b.opts.PeerAuth == nil && !h.b.opts.Dev:
+		return false
+	case h.b.opts.Auth != nil && !h.b.opts.Auth.Authenticate(ctx, user, pk.Connect.Password):
+		h.b.refuse("authentication failed", "username", user, "remote", cl.Net.Remote)
+		h.b.connFailed(user, cl.Net.Remote)
+		return false
+	}
+	if h.b.opts.Admit != nil {
+		if err := h.b.opts.Admit(ctx, user); err != nil {
+			h.b.refuse("device not admitted", "username", user, "remote", cl.Net.Remote, "reason", err)
+			return false
+		}
+	}
+	return true
 }
 
 // OnACLCheck is called for every publish and subscription of a client

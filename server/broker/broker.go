@@ -23,6 +23,7 @@ package broker
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -88,6 +89,15 @@ type Options struct {
 	// username of the last attempt and remote its address, n the failures
 	// counted. It runs on the connecting client's goroutine.
 	OnAuthFailures func(client, remote string, n int)
+	// PeerAuth, when set, authenticates devices by the client certificate
+	// of their TLS connection (TLS must be set, and verify client
+	// certificates): it gets the username and the verified chains' leaf
+	// first, and an error refuses the device. Auth is then not needed.
+	PeerAuth func(ctx context.Context, username string, chain []*x509.Certificate) error
+	// Admit, when set, is asked after authentication whether the device
+	// may connect at all: an error refuses it (the server refuses devices
+	// whose attestation is untrusted) and is logged.
+	Admit func(ctx context.Context, device string) error
 	// AuthFailureLimit is 5 when 0; AuthFailureWindow a minute when 0.
 	AuthFailureLimit  int
 	AuthFailureWindow time.Duration
@@ -137,8 +147,11 @@ func New(opts Options) (*Broker, error) {
 	if opts.Addr == "" {
 		return nil, errors.New("broker: empty listen address")
 	}
-	if opts.Auth == nil && !opts.Dev {
+	if opts.Auth == nil && opts.PeerAuth == nil && !opts.Dev {
 		return nil, errors.New("broker: an authenticator is required outside dev mode")
+	}
+	if opts.PeerAuth != nil && (opts.TLS == nil || opts.TLS.ClientAuth < tls.VerifyClientCertIfGiven) {
+		return nil, errors.New("broker: authenticating devices by certificate needs TLS that verifies client certificates")
 	}
 	log := opts.Logger
 	if log == nil {
@@ -209,6 +222,19 @@ func (b *Broker) Start(ctx context.Context) error {
 		}
 	}()
 	return nil
+}
+
+// Disconnect closes a device's connection, if it has one, and reports
+// whether it had. What it may do when it reconnects is Admit's decision.
+func (b *Broker) Disconnect(device, reason string) bool {
+	cl, ok := b.srv.Clients.Get(device)
+	if !ok || cl.Net.Inline {
+		return false
+	}
+	b.log.Warn("disconnecting device", "device", device, "reason", reason)
+	_ = b.srv.DisconnectClient(cl, packets.ErrNotAuthorized)
+	cl.Stop(fmt.Errorf("disconnected by the server: %s", reason))
+	return true
 }
 
 // Addr is the address the broker listens on, or nil before Start.

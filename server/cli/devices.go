@@ -24,6 +24,7 @@ import (
 func devicesCmd(g *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{Use: "devices", Short: "See and steer the fleet"}
 	cmd.AddCommand(devicesListCmd(g), devicesShowCmd(g), devicesEventsCmd(g), devicesDesireCmd(g), devicesCommandCmd(g))
+	cmd.AddCommand(devicesAttestCmds(g)...)
 	return cmd
 }
 

@@ -7,6 +7,8 @@ package daemon
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -27,8 +29,10 @@ import (
 	"github.com/dialtone-dev/dialtone/keys"
 	"github.com/dialtone-dev/dialtone/server/alert"
 	"github.com/dialtone-dev/dialtone/server/api"
+	"github.com/dialtone-dev/dialtone/server/attest"
 	"github.com/dialtone-dev/dialtone/server/auth"
 	"github.com/dialtone-dev/dialtone/server/broker"
+	"github.com/dialtone-dev/dialtone/server/devca"
 	"github.com/dialtone-dev/dialtone/server/fleet"
 	"github.com/dialtone-dev/dialtone/server/rollout"
 	"github.com/dialtone-dev/dialtone/server/store"
@@ -83,6 +87,16 @@ type Options struct {
 	// unless InsecureHTTP is set: then the API is plain HTTP.
 	TLSCert, TLSKey string
 	InsecureHTTP    bool
+	// EKCAs are PEM files of the TPM manufacturers' CAs whose EK
+	// certificates let a TPM enroll; none: only approved EKs enroll.
+	EKCAs []string
+	// AttestPeriod is how long a trusted verdict lasts
+	// (attest.DefaultPeriod when 0); AttestPCR the PCR agents measure
+	// firmware into (14 when 0).
+	AttestPeriod time.Duration
+	AttestPCR    uint8
+	// DeviceCertTTL is the lifetime of device certificates (24 h when 0).
+	DeviceCertTTL time.Duration
 }
 
 // fleetStore is the fleet store with its API tokens: SQLite or PostgreSQL.
@@ -91,6 +105,7 @@ type fleetStore interface {
 	store.Tokens
 	store.Audit
 	store.Users
+	store.Attestations
 }
 
 func openStore(ctx context.Context, o Options) (fleetStore, error) {
@@ -303,12 +318,21 @@ func Run(ctx context.Context, o Options) error {
 	}
 	defer st.Close()
 
+	// The device CA: certificates for TPM-resident device keys, which the
+	// embedded broker (outside --dev) and the device routes of the API
+	// accept devices by.
+	dca, err := devca.Open(filepath.Join(o.DataDir, DevCADir))
+	if err != nil {
+		return err
+	}
+
 	// Security alerts (server/alert). The service is made, with the broker
 	// as its publisher, before the broker takes clients; nothing raises
 	// one before then.
 	var wg sync.WaitGroup
 	var alerts *alert.Service
 	actx, stopAlerts := context.WithCancel(ctx) // stopped before wg.Wait
+	var disconnect func(device, reason string)  // set once the embedded broker runs
 	raise := func(a alert.Alert) {
 		if alerts != nil {
 			_ = alerts.Raise(context.WithoutCancel(ctx), a) // logged by the service
@@ -396,6 +420,15 @@ func Run(ctx context.Context, o Options) error {
 		mqttAddr = ext.addr
 	} else {
 		bopts := broker.Options{Addr: o.MQTTAddr, Dev: o.Dev, Logger: log,
+			// An untrusted device stays off the broker until it attests
+			// good again (over the API, which does not need the broker).
+			Admit: func(ctx context.Context, device string) error {
+				d, err := st.Device(ctx, device)
+				if err == nil && d.Attestation == attest.Untrusted {
+					return errors.New("attestation untrusted")
+				}
+				return nil
+			},
 			// Pipelined: a device's next reports are read while the last is
 			// stored, so the store writes many at once; each is still
 			// acknowledged only once stored.
@@ -413,7 +446,27 @@ func Run(ctx context.Context, o Options) error {
 				raise(alert.FromAuthFailures(alert.SourceEmbeddedBroker, client, remote, n))
 			},
 		}
-		if !o.Dev {
+		switch {
+		case o.Dev:
+			// Devices by name, as the demo's phones without TPMs.
+		case tlsc.cfg != nil:
+			// Devices only by their attestation-issued certificates.
+			mt := tlsc.cfg.Clone()
+			mt.ClientAuth = tls.RequireAndVerifyClientCert
+			mt.ClientCAs = dca.Pool()
+			mt.NextProtos = nil
+			bopts.TLS = mt
+			bopts.PeerAuth = func(_ context.Context, username string, chain []*x509.Certificate) error {
+				id, err := dca.Verify(chain)
+				if err != nil {
+					return err
+				}
+				if id.DeviceID != username {
+					return fmt.Errorf("certificate of %s used as %s", id.DeviceID, username)
+				}
+				return nil
+			}
+		default:
 			bopts.Auth = noDeviceAuth{log: log}
 		}
 		br, err := broker.New(bopts)
@@ -427,12 +480,27 @@ func Run(ctx context.Context, o Options) error {
 			return err
 		}
 		defer br.Close()
+		disconnect = func(device, reason string) { br.Disconnect(device, reason) }
 		ro = rollout.New(st, br, log.With("component", "rollout"))
 		if err := ro.Restore(ctx); err != nil {
 			return err
 		}
 		mqttAddr = br.Addr().String()
 	}
+	pcr := o.AttestPCR
+	if pcr == 0 {
+		pcr = 14 // agent/tpm.DefaultPCR
+	}
+	o.AttestPCR = pcr
+	att, err := newAttestation(o, st, repo, dca, raise, &disconnect, log.With("component", "attest"))
+	if err != nil {
+		return err
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		att.Run(actx)
+	}()
 	accounts, err := auth.New(st, auth.WithLogger(log.With("component", "auth")))
 	if err != nil {
 		return err
@@ -442,7 +510,7 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	h, err := api.New(api.Options{Repo: repo, Devices: st, Tokens: st, Rollouts: ro, Alerts: st, Audit: st, AdminToken: token,
-		Sessions: accounts, Accounts: accounts, OIDC: sso, Logger: log.With("component", "api")})
+		Sessions: accounts, Accounts: accounts, OIDC: sso, Attest: att, Enrollment: st, DeviceCA: dca, Logger: log.With("component", "api")})
 	if err != nil {
 		return err
 	}
@@ -460,7 +528,12 @@ func Run(ctx context.Context, o Options) error {
 	addrs := Addrs{HTTP: ln.Addr().String(), MQTT: mqttAddr, URL: "http://" + ln.Addr().String()}
 	if tlsc.cfg != nil {
 		srv.Handler = hsts(h)
-		srv.TLSConfig = tlsc.cfg
+		// Devices present their attestation-issued certificates on the
+		// device routes (the SIP credentials); operators present none.
+		apiTLS := tlsc.cfg.Clone()
+		apiTLS.ClientAuth = tls.VerifyClientCertIfGiven
+		apiTLS.ClientCAs = dca.Pool()
+		srv.TLSConfig = apiTLS
 		addrs.URL = "https://" + ln.Addr().String()
 		if tlsc.caFile != "" {
 			if addrs.CA, err = filepath.Abs(tlsc.caFile); err != nil {
@@ -510,11 +583,12 @@ func Run(ctx context.Context, o Options) error {
 	return err
 }
 
-// noDeviceAuth refuses every device until device certificates exist: a
-// production broker must not let a phone in by its name alone (threat A1).
+// noDeviceAuth refuses every device on a broker without TLS (an
+// --insecure-http server): a production broker must not let a phone in by
+// its name alone (threat A1), and device certificates need TLS.
 type noDeviceAuth struct{ log *slog.Logger }
 
 func (n noDeviceAuth) Authenticate(_ context.Context, username string, _ []byte) bool {
-	n.log.Warn("device refused: device authentication needs attestation-issued certificates, not available yet outside --dev", "device", username)
+	n.log.Warn("device refused: devices connect with attestation-issued certificates, which need the broker on TLS (--tls-cert, not --insecure-http)", "device", username)
 	return false
 }

@@ -118,31 +118,11 @@ func (r *Repo) Publish(ctx context.Context, req PublishRequest) (*PublishResult,
 	st := r.current()
 	now := r.now().UTC().Truncate(time.Second)
 
-	dr, ok := delegatedRole(st.targets, req.Role)
-	if !ok {
-		return nil, reject("role", "role %q is not delegated by the targets metadata", req.Role)
-	}
-	if len(req.Metadata) > MaxMetadataBytes {
-		return nil, reject("metadata", "%d bytes exceeds %d", len(req.Metadata), MaxMetadataBytes)
-	}
-	var zero metadata.Metadata[metadata.TargetsType]
-	nm, err := zero.FromBytes(req.Metadata)
+	dr, nm, err := checkRoleMetadata(st, req.Role, req.Metadata, now)
 	if err != nil {
-		return nil, reject("metadata", "parsing: %w", err)
-	}
-	if err := st.targets.VerifyDelegate(req.Role, nm); err != nil {
-		return nil, reject("metadata-signature", "the %s metadata is not signed by its threshold of pinned keys: %w", req.Role, err)
+		return nil, err
 	}
 	old := st.delegated[req.Role]
-	if want := old.Signed.Version + 1; nm.Signed.Version != want {
-		return nil, reject("metadata-version", "version %d, want %d (another publish may have landed first: fetch the role's metadata again)", nm.Signed.Version, want)
-	}
-	if !nm.Signed.Expires.After(now) {
-		return nil, reject("metadata-expiry", "expires %s, which is not in the future", nm.Signed.Expires.Format(time.RFC3339))
-	}
-	if nm.Signed.Delegations != nil && (len(nm.Signed.Delegations.Roles) > 0 || nm.Signed.Delegations.SuccinctRoles != nil) {
-		return nil, reject("metadata", "a publisher role may not delegate further")
-	}
 
 	// Foundation scope: a publish adds exactly one bundle and its signature
 	// and leaves every existing target as it was.
@@ -284,13 +264,69 @@ func (r *Repo) Publish(ctx context.Context, req PublishRequest) (*PublishResult,
 	if err := r.putTarget(ctx, targetFileName(bundlePath, hex.EncodeToString(bundleSHA)), tmp, bt.Length, bundleSHA); err != nil {
 		return nil, err
 	}
+	ns, err := r.commitRole(st, req.Role, nm, req.Metadata, now)
+	if err != nil {
+		return nil, err
+	}
+	res := &PublishResult{
+		Target: bundlePath, Model: custom.Model, Version: custom.Version, Channel: custom.Channel,
+		Length: bt.Length, SHA256: hex.EncodeToString(bundleSHA), Role: req.Role,
+		Snapshot: ns.snapshot.Signed.Version, Timestamp: ns.timestamp.Signed.Version,
+	}
+	r.log.Info("published firmware", "target", bundlePath, "version", custom.Version, "snapshot", res.Snapshot)
+	return res, nil
+}
+
+// checkRoleMetadata checks a delegated role's new metadata, as a publisher
+// signed it offline, against the current state: the role is delegated, the
+// metadata is within bounds, signed by the threshold of the keys the
+// top-level targets pins for the role, the next version, not expired, and
+// delegates nothing further. What it adds or changes is the caller's to
+// check (firmware: Publish; device configuration: PublishConfig).
+func checkRoleMetadata(st *state, role string, raw []byte, now time.Time) (*metadata.DelegatedRole, *metadata.Metadata[metadata.TargetsType], error) {
+	dr, ok := delegatedRole(st.targets, role)
+	if !ok {
+		return nil, nil, reject("role", "role %q is not delegated by the targets metadata", role)
+	}
+	if len(raw) > MaxMetadataBytes {
+		return nil, nil, reject("metadata", "%d bytes exceeds %d", len(raw), MaxMetadataBytes)
+	}
+	var zero metadata.Metadata[metadata.TargetsType]
+	nm, err := zero.FromBytes(raw)
+	if err != nil {
+		return nil, nil, reject("metadata", "parsing: %w", err)
+	}
+	if err := st.targets.VerifyDelegate(role, nm); err != nil {
+		return nil, nil, reject("metadata-signature", "the %s metadata is not signed by its threshold of pinned keys: %w", role, err)
+	}
+	old, ok := st.delegated[role]
+	if !ok {
+		return nil, nil, reject("role", "role %q has no metadata yet: push its first version", role)
+	}
+	if want := old.Signed.Version + 1; nm.Signed.Version != want {
+		return nil, nil, reject("metadata-version", "version %d, want %d (another publish may have landed first: fetch the role's metadata again)", nm.Signed.Version, want)
+	}
+	if !nm.Signed.Expires.After(now) {
+		return nil, nil, reject("metadata-expiry", "expires %s, which is not in the future", nm.Signed.Expires.Format(time.RFC3339))
+	}
+	if nm.Signed.Delegations != nil && (len(nm.Signed.Delegations.Roles) > 0 || nm.Signed.Delegations.SuccinctRoles != nil) {
+		return nil, nil, reject("metadata", "a publisher role may not delegate further")
+	}
+	return dr, nm, nil
+}
+
+// commitRole makes a checked new version of a delegated role current: it
+// writes the metadata (raw, as its signers made it), new snapshot and
+// timestamp metadata last, and installs the new state. The caller holds
+// publishMu and has stored the target files the metadata names.
+func (r *Repo) commitRole(st *state, role string, nm *metadata.Metadata[metadata.TargetsType], raw []byte, now time.Time) (*state, error) {
 	next := *st
 	next.delegated = map[string]*metadata.Metadata[metadata.TargetsType]{}
 	for k, v := range st.delegated {
 		next.delegated[k] = v
 	}
-	next.delegated[req.Role] = nm
-	files := map[string][]byte{metaName(req.Role, nm.Signed.Version): req.Metadata}
+	next.delegated[role] = nm
+	files := map[string][]byte{metaName(role, nm.Signed.Version): raw}
 	ns, err := r.resign(&next, files, now, true)
 	if err != nil {
 		return nil, err
@@ -299,13 +335,7 @@ func (r *Repo) Publish(ctx context.Context, req PublishRequest) (*PublishResult,
 		return nil, err
 	}
 	r.install(ns)
-	res := &PublishResult{
-		Target: bundlePath, Model: custom.Model, Version: custom.Version, Channel: custom.Channel,
-		Length: bt.Length, SHA256: hex.EncodeToString(bundleSHA), Role: req.Role,
-		Snapshot: ns.snapshot.Signed.Version, Timestamp: ns.timestamp.Signed.Version,
-	}
-	r.log.Info("published firmware", "target", bundlePath, "version", custom.Version, "snapshot", res.Snapshot)
-	return res, nil
+	return ns, nil
 }
 
 type ctxReader struct {

@@ -3,6 +3,7 @@ package tufrepo
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -42,6 +43,12 @@ type Revocation struct {
 	Reason string    `json:"reason"`
 	Actor  string    `json:"actor,omitempty"`
 	Time   time.Time `json:"time"`
+	// Model, Version and SHA256 (hex) are the revoked bundle's, so that an
+	// attestation can still tell a revoked image from an unknown one after
+	// the target left the metadata. Empty in records older than them.
+	Model   string `json:"model,omitempty"`
+	Version string `json:"version,omitempty"`
+	SHA256  string `json:"sha256,omitempty"`
 }
 
 const revocationsFile = "revocations.json"
@@ -216,7 +223,14 @@ func (r *Repo) Push(ctx context.Context, req PushRequest) (*PushResult, error) {
 		}
 		for _, p := range removed {
 			if !strings.HasSuffix(p, ".sig") {
-				revs = append(revs, Revocation{Target: p, Role: dr.Name, Reason: req.Reason, Actor: req.Actor, Time: now})
+				rv := Revocation{Target: p, Role: dr.Name, Reason: req.Reason, Actor: req.Actor, Time: now}
+				if tf := prev[p]; tf != nil {
+					rv.SHA256 = hex.EncodeToString(tf.Hashes["sha256"])
+					if c, err := decodeCustom(tf); err == nil {
+						rv.Model, rv.Version = c.Model, c.Version
+					}
+				}
+				revs = append(revs, rv)
 			}
 		}
 		next.delegated[dr.Name] = nm

@@ -1,0 +1,54 @@
+-- Attestation (DESIGN.md §5): which TPM each device enrolled with, the
+-- grants that let a device enroll, and every attestation verdict with the
+-- evidence it was reached on (for `dialtone devices evidence`).
+
+-- +goose Up
+CREATE TABLE device_identities (
+	device    TEXT    NOT NULL PRIMARY KEY,
+	tenant    TEXT    NOT NULL,
+	model     TEXT    NOT NULL,
+	ek_hash   BLOB    NOT NULL UNIQUE, -- SHA-256 of the EK's TPMT_PUBLIC: one TPM, one device
+	ek_public BLOB    NOT NULL,
+	ek_cert   BLOB,                    -- NULL when the EK was approved by an operator
+	ak_public BLOB    NOT NULL,
+	method    TEXT    NOT NULL,        -- how the TPM was trusted: ek-cert | approved
+	grant_id  TEXT    NOT NULL,        -- the grant that let it enroll
+	enrolled  INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE enroll_grants (
+	id       TEXT    NOT NULL PRIMARY KEY,
+	kind     TEXT    NOT NULL CHECK (kind IN ('token', 'serial', 'ek')),
+	hash     BLOB    NOT NULL, -- token: SHA-256 of it; serial: of the device ID; ek: the EK hash
+	tenant   TEXT    NOT NULL,
+	device   TEXT    NOT NULL DEFAULT '', -- '' for a token good for any device ID
+	model    TEXT    NOT NULL DEFAULT '', -- '' for any model
+	created  INTEGER NOT NULL,
+	expires  INTEGER NOT NULL,
+	used     INTEGER,                     -- NULL until used (each grant enrolls once)
+	used_by  TEXT    NOT NULL DEFAULT '',
+	UNIQUE (kind, hash)
+) STRICT;
+
+CREATE TABLE attestations (
+	id        INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+	device    TEXT    NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
+	time      INTEGER NOT NULL,
+	outcome   TEXT    NOT NULL,
+	reason    TEXT    NOT NULL DEFAULT '',
+	detail    TEXT    NOT NULL DEFAULT '',
+	booted    TEXT    NOT NULL DEFAULT '', -- the booted version the log showed
+	nonce     BLOB,                        -- the evidence; NULL for a stale verdict
+	quote     BLOB,
+	signature BLOB,
+	pcr       INTEGER NOT NULL DEFAULT 0,
+	pcr_value BLOB,
+	log       BLOB
+) STRICT;
+
+CREATE INDEX attestations_device ON attestations (device, id);
+
+-- +goose Down
+DROP TABLE attestations;
+DROP TABLE enroll_grants;
+DROP TABLE device_identities;
