@@ -11,7 +11,7 @@ import (
 )
 
 func TestOpenSpecs(t *testing.T) {
-	for _, spec := range []string{"", "sim", "device:", "swtpm:nohostport", "usb:/dev/x"} {
+	for _, spec := range []string{"", "simulator", "device:", "swtpm:nohostport", "usb:/dev/x"} {
 		if _, err := Open(context.Background(), spec); !errors.Is(err, ErrSpec) {
 			t.Errorf("Open(%q) = %v, want ErrSpec", spec, err)
 		}

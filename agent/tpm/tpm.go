@@ -22,10 +22,14 @@ var ErrSpec = errors.New("bad tpm spec")
 //
 //	device:/dev/tpmrm0     the kernel's TPM resource manager (phones)
 //	swtpm:127.0.0.1:2321   swtpm's command socket (swtpm socket --server type=tcp,...)
+//	sim                    the in-process simulator of go-tpm-tools (cgo builds only)
 //
 // swtpm must have been started with --flags startup-clear (or be sent
 // TPM2_Startup by its control channel); the agent does not power it on.
 func Open(ctx context.Context, spec string) (transport.TPMCloser, error) {
+	if spec == "sim" {
+		return openSim(ctx)
+	}
 	kind, arg, ok := strings.Cut(spec, ":")
 	if !ok || arg == "" {
 		return nil, fmt.Errorf("%w %q: want device:PATH or swtpm:HOST:PORT", ErrSpec, spec)
