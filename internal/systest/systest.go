@@ -142,9 +142,12 @@ type Server struct {
 	Token   string
 	// CA is the server's development CA (DATA/tls/ca.pem): clients trust
 	// it with --ca / DIALTONE_CA, agents with --server-ca.
-	CA   string
-	url  string
-	Cmd  *exec.Cmd
+	CA  string
+	url string
+	Cmd *exec.Cmd
+	// Log is the server's output so far.
+	Log  *testutil.SyncBuffer
+	args []string
 	stop func()
 }
 
@@ -203,16 +206,19 @@ func (s *Server) Restart(t testing.TB) *Server {
 	if err := os.Remove(filepath.Join(s.DataDir, "server.json")); err != nil {
 		t.Fatal(err)
 	}
-	return StartServerIn(t, s.Bins, s.DataDir)
+	return StartServerIn(t, s.Bins, s.DataDir, s.args...)
 }
 
 // StartServerIn starts `dialtone server --dev` on free ports in dataDir and
 // waits until it has written its addresses to DATA/server.json.
-func StartServerIn(t testing.TB, bins Binaries, dataDir string) *Server {
+//
+// extra are more flags of `dialtone server`; Restart keeps them.
+func StartServerIn(t testing.TB, bins Binaries, dataDir string, extra ...string) *Server {
 	t.Helper()
-	s := &Server{Bins: bins, DataDir: dataDir}
+	s := &Server{Bins: bins, DataDir: dataDir, args: extra}
 	lb := &testutil.SyncBuffer{}
-	cmd := exec.Command(bins.Server, "server", "--dev", "--data-dir", s.DataDir, "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0")
+	s.Log = lb
+	cmd := exec.Command(bins.Server, append([]string{"server", "--dev", "--data-dir", s.DataDir, "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0"}, extra...)...)
 	cmd.Env = append(os.Environ(), "DIALTONE_CONFIG=/dev/null")
 	cmd.Stdout, cmd.Stderr = lb, lb
 	if err := cmd.Start(); err != nil {
