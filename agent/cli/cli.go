@@ -6,6 +6,7 @@ package cli
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
@@ -26,8 +27,10 @@ import (
 	"github.com/dialtone-dev/dialtone/agent/floor"
 	"github.com/dialtone-dev/dialtone/agent/report"
 	"github.com/dialtone-dev/dialtone/agent/slot"
+	"github.com/dialtone-dev/dialtone/agent/tpm"
 	"github.com/dialtone-dev/dialtone/agent/update"
 	"github.com/dialtone-dev/dialtone/internal/atomicfile"
+	"github.com/dialtone-dev/dialtone/internal/cel"
 	"github.com/dialtone-dev/dialtone/internal/cliconfig"
 	"github.com/dialtone-dev/dialtone/internal/wire"
 	"github.com/spf13/cobra"
@@ -83,8 +86,11 @@ type runOptions struct {
 	// TPM and care for the user
 	TPM        string
 	FloorIndex uint32
-	Window     string
-	Progress   string
+	// Attestation (with a TPM)
+	EnrollToken    string
+	AttestInterval time.Duration
+	Window         string
+	Progress       string
 }
 
 func (o *runOptions) AddFlags(cmd *cobra.Command) {
@@ -108,7 +114,9 @@ func (o *runOptions) AddFlags(cmd *cobra.Command) {
 	f.IntVar(&o.Attempts, "download-attempts", 3, "download attempts per check, each resuming the last")
 	f.StringVar(&o.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	o.Slots.AddFlags(cmd)
-	f.StringVar(&o.TPM, "tpm", "", "TPM holding the anti-rollback floor: device:/dev/tpmrm0 or swtpm:HOST:PORT (none: the floor lives in the state dir and the phone reports insecure-floor)")
+	f.StringVar(&o.TPM, "tpm", "", "the phone's TPM: device:/dev/tpmrm0, swtpm:HOST:PORT, or sim (the in-process simulator of a cgo build, for tests). It holds the anti-rollback floor, measures what boots and installs, enrolls, attests, and keeps the device key of the broker certificate. None: no attestation, and the floor lives in the state dir (the phone reports insecure-floor)")
+	f.StringVar(&o.EnrollToken, "enroll-token", "", "one-time enrollment token (dialtone devices enroll-token); not needed when the device is allowlisted (dialtone devices allow) or its EK approved (dialtone devices approve)")
+	f.DurationVar(&o.AttestInterval, "attest-interval", 20*time.Minute, "time between periodic attestations (jittered ±10%); keep it under the server's --attest-period")
 	f.Uint32Var(&o.FloorIndex, "floor-nv-index", floor.DefaultIndex, "TPM NV index of the anti-rollback floor")
 	f.StringVar(&o.Window, "maintenance-window", "", "activate new images only between HH:MM-HH:MM local time (default: any time)")
 	f.StringVar(&o.Progress, "progress", "auto", "download progress bar on stderr: auto (when a terminal), always, never")
@@ -132,6 +140,9 @@ func (o *runOptions) Validate() error {
 	}
 	if o.Interval < time.Second {
 		return errors.New("--interval must be at least 1s")
+	}
+	if o.AttestInterval < time.Second {
+		return errors.New("--attest-interval must be at least 1s")
 	}
 	if o.Attempts < 1 || o.IdleTimeout < time.Second {
 		return errors.New("--download-attempts must be at least 1 and --download-idle-timeout at least 1s")
@@ -204,6 +215,7 @@ func New(stdout, stderr io.Writer) *cobra.Command {
 	root.SetErr(stderr)
 	o.AddFlags(root)
 	root.AddCommand(provisionCmd(stdout))
+	root.AddCommand(callCmd(stdout, stderr), answerCmd(stdout, stderr))
 	return root
 }
 
@@ -231,8 +243,12 @@ type provisionOptions struct {
 	StateDir       string
 	Model          string
 	FactoryVersion string
-	DeviceID       string
-	Slots          slotOptions
+	// FactoryBundle is the factory image's published bundle: its SHA-256
+	// is what the agent measures at boot, so a phone fresh from the
+	// factory can attest as trusted.
+	FactoryBundle string
+	DeviceID      string
+	Slots         slotOptions
 }
 
 func provisionCmd(stdout io.Writer) *cobra.Command {
@@ -258,7 +274,15 @@ func provisionCmd(stdout io.Writer) *cobra.Command {
 			if err := o.Slots.Validate(); err != nil {
 				return &ExitCodeError{Code: ExitUsage, Err: err}
 			}
-			if err := o.Slots.provision(cmd.Context(), o.StateDir, slot.Info{Model: o.Model, Version: o.FactoryVersion}); err != nil {
+			info := slot.Info{Model: o.Model, Version: o.FactoryVersion}
+			if o.FactoryBundle != "" {
+				sum, err := fileSHA256(o.FactoryBundle)
+				if err != nil {
+					return err
+				}
+				info.SHA256 = sum
+			}
+			if err := o.Slots.provision(cmd.Context(), o.StateDir, info); err != nil {
 				return err
 			}
 			id := o.DeviceID
@@ -284,6 +308,7 @@ func provisionCmd(stdout io.Writer) *cobra.Command {
 	cmd.Flags().StringVar(&o.Model, "model", "", "phone model of the factory image")
 	cmd.Flags().StringVar(&o.FactoryVersion, "factory-version", "0.0.0", "version of the factory image in slot A")
 	cmd.Flags().StringVar(&o.DeviceID, "device-id", "", "device ID (default: random)")
+	cmd.Flags().StringVar(&o.FactoryBundle, "factory-bundle", "", "the factory image's published bundle, whose SHA-256 the phone measures at boot (without it the factory image cannot attest as trusted)")
 	o.Slots.AddFlags(cmd)
 	_ = cmd.MarkFlagRequired("root")
 	return cmd
@@ -310,12 +335,43 @@ func Run(ctx context.Context, o *runOptions, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	hc, err := o.serverHTTPClient()
+	if err != nil {
+		return err
+	}
+	// One TPM connection for the floor and attestation (swtpm serves one
+	// at a time).
+	var (
+		shared *tpm.Shared
+		att    *phoneAttestation
+	)
+	if o.TPM != "" {
+		t, err := tpm.Open(ctx, o.TPM)
+		if err != nil {
+			return err
+		}
+		shared = tpm.NewShared(t)
+		defer shared.Close()
+		if att, err = newPhoneAttestation(ctx, o, shared, hc, id, slots, log.With("component", "attest")); err != nil {
+			return err
+		}
+		// Boot: measure what booted, then enroll and attest, so that the
+		// device certificate the broker may ask for is there first.
+		att.measureBooted(ctx)
+		att.attest(ctx, "boot")
+	}
 	ropts := report.Options{
 		Broker: o.Broker, Tenant: o.Tenant, Device: id, OutboxDir: filepath.Join(o.StateDir, "outbox"),
 		Logger: log,
 	}
 	if ropts.TLS, err = o.brokerTLS(); err != nil {
 		return err
+	}
+	if att != nil && o.BrokerCert == "" && strings.HasPrefix(o.Broker, "mqtts://") {
+		if ropts.TLS == nil {
+			ropts.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+		ropts.TLS.GetClientCertificate = att.clientCertificate
 	}
 	rep, err := report.New(ropts)
 	if err != nil {
@@ -339,16 +395,11 @@ func Run(ctx context.Context, o *runOptions, log *slog.Logger) error {
 			log.Warn("closing report client", "err", err)
 		}
 	}()
-	fl, closeFloor, err := openFloor(ctx, o, log)
+	fl, err := openFloor(o, shared, log)
 	if err != nil {
 		return err
 	}
-	defer closeFloor()
 	desired, err := openDesired(filepath.Join(o.StateDir, "desired.json"))
-	if err != nil {
-		return err
-	}
-	hc, err := o.serverHTTPClient()
 	if err != nil {
 		return err
 	}
@@ -416,6 +467,13 @@ func Run(ctx context.Context, o *runOptions, log *slog.Logger) error {
 				}
 				cycleMu.Unlock()
 			case wire.CmdCheck:
+			case wire.CmdAttest:
+				if att == nil {
+					log.Warn("attest command, but the agent has no TPM (--tpm)")
+					continue
+				}
+				go att.attest(ctx, "command")
+				continue
 			default:
 				continue
 			}
@@ -466,7 +524,13 @@ func Run(ctx context.Context, o *runOptions, log *slog.Logger) error {
 			cycleMu.Unlock()
 			cancel()
 		}()
-		out, _, err := ag.Check(cctx)
+		out, info, err := ag.Check(cctx)
+		if att != nil && info != nil && (out == update.Installed || out == update.Deferred) {
+			if st, err := slots.Status(); err == nil {
+				att.measure(ctx, cel.KindInstalled, slot.Other(st.Active), *info)
+			}
+			att.attest(ctx, "install")
+		}
 		if out == update.Installed {
 			log.Info("rebooting into the new slot")
 			inProcess, rerr := o.Slots.reboot(ctx)
@@ -475,10 +539,19 @@ func Run(ctx context.Context, o *runOptions, log *slog.Logger) error {
 				return update.Failed, rerr
 			case inProcess:
 				// The dir backend reboots by running the boot sequence again.
+				if att != nil {
+					att.measureBooted(ctx)
+				}
 				out, err = ag.Start(ctx)
+				if att != nil {
+					att.attest(ctx, "boot")
+				}
 			}
 		}
 		return out, err
+	}
+	if att != nil && !o.Once {
+		go att.run(ctx, o.AttestInterval)
 	}
 	if o.Once {
 		out, err := cycle()
@@ -571,4 +644,18 @@ func (o *runOptions) brokerTLS() (*tls.Config, error) {
 		cfg.Certificates = []tls.Certificate{cert}
 	}
 	return cfg, nil
+}
+
+// fileSHA256 is the hex SHA-256 of a file.
+func fileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("hashing %s: %w", path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }

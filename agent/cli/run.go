@@ -27,21 +27,12 @@ import (
 
 // openFloor opens the anti-rollback floor: in the TPM when --tpm names one,
 // else in the state directory (insecure, and reported so).
-func openFloor(ctx context.Context, o *runOptions, log *slog.Logger) (update.Floor, func(), error) {
-	if o.TPM == "" {
+func openFloor(o *runOptions, t *tpm.Shared, log *slog.Logger) (update.Floor, error) {
+	if t == nil {
 		log.Warn("no TPM: the anti-rollback floor lives in the state directory (insecure-floor)")
-		return floor.NewFile(o.StateDir + "/floor.json"), func() {}, nil
+		return floor.NewFile(o.StateDir + "/floor.json"), nil
 	}
-	t, err := tpm.Open(ctx, o.TPM)
-	if err != nil {
-		return nil, nil, err
-	}
-	f, err := floor.NewTPM(&tpm.NVSpace{TPM: t, Index: tpm2.TPMHandle(o.FloorIndex)})
-	if err != nil {
-		t.Close()
-		return nil, nil, err
-	}
-	return f, func() { t.Close() }, nil
+	return floor.NewTPM(&tpm.NVSpace{TPM: t, Index: tpm2.TPMHandle(o.FloorIndex)})
 }
 
 // selfTestTimeout bounds an image's self-test.

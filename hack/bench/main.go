@@ -94,7 +94,7 @@ func main() {
 	flag.IntVar(&cfg.installRounds, "install-rounds", 3, "install: interleaved rounds")
 	flag.StringVar(&cfg.rusage, "rusage", "", "the rusage wrapper, built from ./hack/bench/rusage (required for publish)")
 	flag.StringVar(&cfg.workdir, "workdir", "", "scratch directory for data dirs and the big files (required; emptied of what bench created)")
-	flag.StringVar(&only, "only", "tuf,bundle,publish,install,sizes,ingest,list,authz,password,attest", "comma-separated benchmarks to run")
+	flag.StringVar(&only, "only", "tuf,bundle,publish,install,sizes,ingest,list,authz,password,attest,voip", "comma-separated benchmarks to run")
 	flag.IntVar(&cfg.conns, "conns", 64, "tuf: concurrent keep-alive connections")
 	flag.IntVar(&cfg.rounds, "rounds", 10, "tuf: interleaved rounds (each measures ours and the reference, 304 and 200)")
 	flag.DurationVar(&cfg.warmup, "warmup", 300*time.Millisecond, "tuf: unmeasured warm-up of each run")
@@ -221,6 +221,11 @@ func run(cfg config) ([]row, error) {
 	}
 	if cfg.only["attest"] {
 		if err := step("attest", func() ([]row, error) { return benchAttest(cfg) }); err != nil {
+			return rows, err
+		}
+	}
+	if cfg.only["voip"] {
+		if err := step("voip", func() ([]row, error) { return benchVoip(cfg) }); err != nil {
 			return rows, err
 		}
 	}
