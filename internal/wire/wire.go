@@ -142,6 +142,10 @@ type State struct {
 	// connection and ignore one of an earlier connection (a session
 	// takeover publishes the old will after the new connection's state).
 	Conn time.Time `json:"conn,omitzero"`
+	// SIP is the phone's SIP line (config.go) when the agent runs its SIP
+	// stack (dialtone-agent --sip); absent otherwise. Optional within
+	// schema 1: a state without it is what agents without --sip send.
+	SIP *SIPState `json:"sip,omitempty"`
 }
 
 // Warnings a device reports in its state.
@@ -241,6 +245,11 @@ func DecodeState(b []byte) (State, error) {
 	for _, w := range s.Warnings {
 		if len(w) > 64 {
 			return State{}, fmt.Errorf("%w: state: warning too long", ErrInvalid)
+		}
+	}
+	if s.SIP != nil {
+		if err := s.SIP.check(); err != nil {
+			return State{}, err
 		}
 	}
 	return s, nil

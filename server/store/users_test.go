@@ -24,3 +24,37 @@ func TestPostgresUsers(t *testing.T) {
 		return s
 	})
 }
+
+func TestSQLiteAttestations(t *testing.T) {
+	storetest.RunAttestations(t, func(t *testing.T) storetest.AttestationStore {
+		s := openSQLite(t, filepath.Join(t.TempDir(), "fleet.db"))
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	})
+}
+
+func TestPostgresAttestations(t *testing.T) {
+	storetest.RunAttestations(t, func(t *testing.T) storetest.AttestationStore {
+		_, dsn := postgresSchema(t)
+		s := openPostgres(t, dsn)
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	})
+}
+
+func TestSQLiteSIPCredentials(t *testing.T) {
+	storetest.RunSIPCredentials(t, func(t *testing.T) storetest.SIPCredentialStore {
+		s := openSQLite(t, filepath.Join(t.TempDir(), "fleet.db"))
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	})
+}
+
+func TestPostgresSIPCredentials(t *testing.T) {
+	storetest.RunSIPCredentials(t, func(t *testing.T) storetest.SIPCredentialStore {
+		_, dsn := postgresSchema(t)
+		s := openPostgres(t, dsn)
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	})
+}
