@@ -143,7 +143,7 @@ func TestPostgresWithSchema(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := "alerts api_tokens audit_head audit_log devices events goose_db_version sessions user_identities user_recovery_codes user_tenants users"; strings.Join(tables, " ") != want {
+	if want := "alerts api_tokens attestations audit_head audit_log device_identities devices enroll_grants events goose_db_version sessions sip_credentials user_identities user_recovery_codes user_tenants users"; strings.Join(tables, " ") != want {
 		t.Errorf("tables in %s = %v, want %s", schema, tables, want)
 	}
 }
