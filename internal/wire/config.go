@@ -93,6 +93,45 @@ type ConfigResult struct {
 	Timestamp int64  `json:"timestamp"`
 }
 
+// The SIP password a phone registers with is not part of its profile: the
+// server releases it over mTLS, at SIPCredentialPath, only to a device whose
+// client certificate the device CA issued and whose attestation is trusted
+// at that moment (not untrusted, not stale). The phone keeps it sealed to
+// its TPM.
+
+// SIPCredentialPath is the device route a phone fetches its SIP
+// credential from: GET, authenticated by the device certificate alone.
+const SIPCredentialPath = "/v1/device/sip-credential"
+
+// MaxSIPPassword bounds a SIP password: what the phone's TPM can seal.
+const MaxSIPPassword = 128
+
+// Error codes (the "code" field of the error body) of SIPCredentialPath.
+const (
+	// SIPNoDeviceCert (401): the request carries no client certificate
+	// the device CA issued, or one that does not verify.
+	SIPNoDeviceCert = "no-device-certificate"
+	// SIPUntrusted (403): the device's attestation is not trusted now
+	// (untrusted, stale, none yet, or the device is unknown); the message
+	// says why. Attest again, then retry.
+	SIPUntrusted = "untrusted"
+	// SIPNoCredential (404): no SIP password is set for the device.
+	SIPNoCredential = "no-credential"
+)
+
+// SIPCredential is a device's SIP digest credential, as the server
+// releases it to the device (GET SIPCredentialPath, 200).
+type SIPCredential struct {
+	Device string `json:"device"`
+	Tenant string `json:"tenant"`
+	// AuthUser, when set, is the digest user name; it overrides the
+	// profile's auth_user. Empty: the profile's.
+	AuthUser string `json:"auth_user,omitempty"`
+	// Password is 1 to MaxSIPPassword bytes without control characters.
+	Password string    `json:"password"`
+	Updated  time.Time `json:"updated"`
+}
+
 // SIP stack statuses in SIPState.Status.
 const (
 	// SIPRunning: the stack runs with Profile (see Registration).

@@ -23,6 +23,7 @@ import (
 	"github.com/dialtone-dev/dialtone/internal/wire"
 	"github.com/dialtone-dev/dialtone/server/audit"
 	"github.com/dialtone-dev/dialtone/server/auth"
+	"github.com/dialtone-dev/dialtone/server/sipsecret"
 	"github.com/dialtone-dev/dialtone/server/store"
 	"github.com/dialtone-dev/dialtone/server/tufrepo"
 )
@@ -88,6 +89,14 @@ type Options struct {
 	// DeviceCA verifies the client certificates devices present on the
 	// device routes (DeviceIdentity); nil: no device is recognised.
 	DeviceCA DeviceVerifier
+	// Config publishes devices' configuration (SIP profiles) as TUF
+	// targets (config.go); nil: those routes answer 501.
+	Config ConfigRepository
+	// SIPCredentials keeps devices' SIP passwords as SIPBox encrypts them
+	// (sipcred.go); nil (either): those routes answer 501. The device
+	// route also needs Attest and DeviceCA.
+	SIPCredentials store.SIPCredentials
+	SIPBox         *sipsecret.Box
 	// MaxBundleBytes bounds a publish upload.
 	MaxBundleBytes int64
 	Logger         *slog.Logger
@@ -177,6 +186,9 @@ func transfer(next http.Handler) http.Handler {
 type errorBody struct {
 	Error string `json:"error"`
 	Check string `json:"check,omitempty"`
+	// Code is a machine-readable reason on the device routes
+	// (wire.SIPUntrusted…), for agents to act on.
+	Code string `json:"code,omitempty"`
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -241,6 +253,14 @@ func (a *API) routes() []route {
 		{"GET /v1/devices/{id}/attestations", auth.DevicesRead, fromDevice, 0, a.attestations},
 		{"GET /v1/devices/{id}/evidence", auth.DevicesRead, fromDevice, 0, a.evidence},
 		{"GET /v1/audit/head", auth.AuditVerify, fromNone, 0, a.auditHead},
+		// Provisioning (config.go, sipcred.go). A device fetches its SIP
+		// credential with its attestation-issued certificate (mTLS), not
+		// an API credential: public here, authenticated by the handler.
+		{"GET /v1/config/delegation", auth.ConfigPublish, fromSet, 0, a.configDelegation},
+		{"POST /v1/config", auth.ConfigPublish, fromSet, maxConfigBody, a.publishConfig},
+		{"PUT /v1/devices/{id}/sip-credential", auth.SIPManage, fromDevice, maxSIPCredentialBody, a.setSIPCredential},
+		{"DELETE /v1/devices/{id}/sip-credential", auth.SIPManage, fromDevice, 0, a.deleteSIPCredential},
+		{"GET " + wire.SIPCredentialPath, Public, fromNone, 0, a.deviceSIPCredential},
 		// Operators (login.go). The service checks the tenants a user
 		// request names (body or path) against the caller's roles.
 		{"POST /v1/login", Public, fromNone, 0, a.login},

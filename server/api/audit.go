@@ -390,3 +390,18 @@ func auditTokenCreated(ctx context.Context, t store.Token) {
 	audit.SetTarget(ctx, "id="+t.ID)
 	audit.SetChange(ctx, nil, tokenInfo(t))
 }
+
+// sipCredentialState is a device's SIP credential as the audit log shows
+// it: the fact that one is set, for whom and since when — never the
+// password nor its ciphertext. nil when none is set, nothing records it or
+// it cannot be read.
+func (a *API) sipCredentialState(ctx context.Context, device string) any {
+	if !audit.Recording(ctx) || a.opts.SIPCredentials == nil {
+		return nil
+	}
+	_, tenant, updated, err := a.opts.SIPCredentials.SIPCredential(ctx, device)
+	if err != nil {
+		return nil
+	}
+	return SIPCredentialInfo{Device: device, Tenant: tenant, Updated: updated}
+}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/dialtone-dev/dialtone/internal/wire"
 	"github.com/dialtone-dev/dialtone/server/auth"
+	"github.com/dialtone-dev/dialtone/server/sipsecret"
 	"github.com/dialtone-dev/dialtone/server/store"
 	"github.com/dialtone-dev/dialtone/server/tufrepo"
 	"github.com/getkin/kin-openapi/openapi3"
@@ -67,6 +68,12 @@ func (quietRepo) Publish(context.Context, tufrepo.PublishRequest) (*tufrepo.Publ
 }
 func (quietRepo) Push(context.Context, tufrepo.PushRequest) (*tufrepo.PushResult, error) {
 	return nil, errors.New("not pushing")
+}
+func (quietRepo) ConfigDelegation(string) (string, []byte, error) {
+	return "", nil, errors.New("no config role")
+}
+func (quietRepo) PublishConfig(context.Context, tufrepo.ConfigPublishRequest) (*wire.ConfigResult, error) {
+	return nil, errors.New("not publishing")
 }
 func (quietRepo) Status() []tufrepo.RoleStatus               { return nil }
 func (quietRepo) Revocations() ([]tufrepo.Revocation, error) { return nil, nil }
@@ -186,8 +193,13 @@ func TestAuthzMatrix(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	box, err := sipsecret.New(bytes.Repeat([]byte{7}, sipsecret.KeySize))
+	if err != nil {
+		t.Fatal(err)
+	}
 	a, err := New(Options{Repo: quietRepo{}, Devices: st, Tokens: st, Alerts: st, AdminToken: token,
-		Sessions: fakeSessions{"session-token-0123456789": session}, Attest: svc, Enrollment: st})
+		Sessions: fakeSessions{"session-token-0123456789": session}, Attest: svc, Enrollment: st,
+		Config: quietRepo{}, SIPCredentials: st, SIPBox: box})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,6 +26,14 @@ const (
 	AuditRead       Permission = "audit.read"       // read the audit log of a tenant
 	AuditVerify     Permission = "audit.verify"     // read the whole chain's head, to verify it
 	TenantsManage   Permission = "tenants.manage"   // create and change tenants
+	// ConfigPublish: publish a device's or group's configuration (its SIP
+	// profile) as a TUF target of config/<tenant>/..., signed by the
+	// config role's key; the tenant is the one in the target path.
+	ConfigPublish Permission = "config.publish"
+	// SIPManage: set and remove devices' SIP passwords. Their own
+	// permission, not devices.command: a SIP password is a secret the
+	// server releases to phones, and who may set one is a separate call.
+	SIPManage Permission = "sip.manage"
 )
 
 // Scope is where a permission applies.
@@ -46,7 +54,7 @@ const (
 // policy is the role → permissions table, and each permission's scope.
 var (
 	viewerPerms    = []Permission{DevicesRead, AlertsRead, FleetRead}
-	operatorPerms  = append(slices.Clone(viewerPerms), DevicesCommand, DevicesEnroll, RolloutsWrite)
+	operatorPerms  = append(slices.Clone(viewerPerms), DevicesCommand, DevicesEnroll, RolloutsWrite, ConfigPublish, SIPManage)
 	publisherPerms = []Permission{FirmwarePublish, TUFRead}
 	adminPerms     = append(slices.Clone(operatorPerms), TokensManage, UsersManage, AuditRead)
 
@@ -60,7 +68,7 @@ var (
 	scopes = map[Permission]Scope{
 		DevicesRead: ScopeTenant, DevicesCommand: ScopeTenant, DevicesEnroll: ScopeTenant, RolloutsWrite: ScopeTenant,
 		AlertsRead: ScopeTenant, FleetRead: ScopeTenant, TokensManage: ScopeTenant,
-		UsersManage: ScopeTenant, AuditRead: ScopeTenant,
+		UsersManage: ScopeTenant, AuditRead: ScopeTenant, ConfigPublish: ScopeTenant, SIPManage: ScopeTenant,
 		FirmwarePublish: ScopeModels, TUFRead: ScopeModels,
 		TUFPush: ScopePlatform, TenantsManage: ScopePlatform, AuditVerify: ScopePlatform,
 	}

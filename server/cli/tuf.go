@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/dialtone-dev/dialtone/server/daemon"
+	"github.com/dialtone-dev/dialtone/server/tufrepo"
 	"github.com/spf13/cobra"
 )
 
@@ -16,6 +17,9 @@ type tufInitOptions struct {
 	PublisherKeys    []string
 	PublisherRole    string
 	PublisherPaths   []string
+	ConfigKeys       []string
+	ConfigRole       string
+	ConfigPaths      []string
 }
 
 func (o *tufInitOptions) AddFlags(cmd *cobra.Command) {
@@ -27,7 +31,10 @@ func (o *tufInitOptions) AddFlags(cmd *cobra.Command) {
 	cmd.Flags().StringSliceVar(&o.PublisherKeys, "publisher-key", nil, "publisher (CI) key URI (repeatable)")
 	cmd.Flags().StringVar(&o.PublisherRole, "publisher-role", "publisher", "name of the delegated publisher role")
 	cmd.Flags().StringSliceVar(&o.PublisherPaths, "publisher-paths", []string{"firmware/*/*"}, "target paths delegated to the publisher role")
-	for _, f := range []string{"root-key", "targets-key", "publisher-key"} {
+	cmd.Flags().StringSliceVar(&o.ConfigKeys, "config-key", nil, "config key URI (repeatable): signs devices' SIP profiles (dialtone config publish)")
+	cmd.Flags().StringVar(&o.ConfigRole, "config-role", tufrepo.ConfigRole, "name of the delegated config role")
+	cmd.Flags().StringSliceVar(&o.ConfigPaths, "config-paths", tufrepo.ConfigPaths, "target paths delegated to the config role")
+	for _, f := range []string{"root-key", "targets-key", "publisher-key", "config-key"} {
 		_ = cmd.MarkFlagRequired(f)
 	}
 }
@@ -44,6 +51,7 @@ func tufCmd(g *globalOptions) *cobra.Command {
 				DataDir: o.DataDir, RootKeys: o.RootKeys, RootThreshold: o.RootThreshold,
 				TargetsKeys: o.TargetsKeys, TargetsThreshold: o.TargetsThreshold,
 				PublisherRole: o.PublisherRole, PublisherPaths: o.PublisherPaths, PublisherKeys: o.PublisherKeys,
+				ConfigRole: o.ConfigRole, ConfigPaths: o.ConfigPaths, ConfigKeys: o.ConfigKeys,
 			})
 			if err != nil {
 				return err

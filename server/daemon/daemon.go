@@ -35,6 +35,7 @@ import (
 	"github.com/dialtone-dev/dialtone/server/devca"
 	"github.com/dialtone-dev/dialtone/server/fleet"
 	"github.com/dialtone-dev/dialtone/server/rollout"
+	"github.com/dialtone-dev/dialtone/server/sipsecret"
 	"github.com/dialtone-dev/dialtone/server/store"
 	"github.com/dialtone-dev/dialtone/server/tufrepo"
 	"github.com/sigstore/sigstore/pkg/signature"
@@ -106,6 +107,7 @@ type fleetStore interface {
 	store.Audit
 	store.Users
 	store.Attestations
+	store.SIPCredentials
 }
 
 func openStore(ctx context.Context, o Options) (fleetStore, error) {
@@ -151,6 +153,13 @@ type InitOptions struct {
 	PublisherRole    string
 	PublisherPaths   []string
 	PublisherKeys    []string // key URIs (private: they sign the role's first metadata)
+	// ConfigKeys sign devices' configuration (SIP profiles) as the
+	// config role (ConfigRole, default tufrepo.ConfigRole, over
+	// ConfigPaths, default tufrepo.ConfigPaths); none: no config role,
+	// which `dialtone tuf push` can add later (tufrepo.ConfigRoleHint).
+	ConfigRole  string
+	ConfigPaths []string
+	ConfigKeys  []string // key URIs (private: they sign the role's first metadata)
 }
 
 func loadSigners(ctx context.Context, uris []string) ([]signature.Signer, error) {
@@ -197,23 +206,55 @@ func InitRepository(ctx context.Context, o InitOptions) error {
 	if err != nil {
 		return fmt.Errorf("init: publisher keys: %w", err)
 	}
-	d := tufrepo.Delegation{Role: o.PublisherRole, Paths: o.PublisherPaths, Threshold: 1, Signers: pubs}
-	for _, s := range pubs {
-		pk, err := s.PublicKey()
+	d, err := delegation(o.PublisherRole, o.PublisherPaths, pubs)
+	if err != nil {
+		return err
+	}
+	delegations := []tufrepo.Delegation{d}
+	if len(o.ConfigKeys) > 0 {
+		cfg, err := loadSigners(ctx, o.ConfigKeys)
 		if err != nil {
-			return fmt.Errorf("init: %w", err)
+			return fmt.Errorf("init: config keys: %w", err)
 		}
-		d.Keys = append(d.Keys, pk)
+		role, paths := o.ConfigRole, o.ConfigPaths
+		if role == "" {
+			role = tufrepo.ConfigRole
+		}
+		if len(paths) == 0 {
+			paths = tufrepo.ConfigPaths
+		}
+		if role == o.PublisherRole {
+			return fmt.Errorf("init: the config role and the publisher role are both %q: firmware and configuration are signed by different keys", role)
+		}
+		d, err := delegation(role, paths, cfg)
+		if err != nil {
+			return err
+		}
+		delegations = append(delegations, d)
 	}
 	err = tufrepo.Init(ctx, tufrepo.InitOptions{
 		Dir: filepath.Join(o.DataDir, RepoDir), RootSigners: root, RootThreshold: o.RootThreshold,
 		TargetsSigners: targets, TargetsThreshold: o.TargetsThreshold,
-		Snapshot: online["snapshot"], Timestamp: online["timestamp"], Delegations: []tufrepo.Delegation{d},
+		Snapshot: online["snapshot"], Timestamp: online["timestamp"], Delegations: delegations,
 	})
 	if err != nil {
 		return err
 	}
 	return ensureAdminToken(o.DataDir)
+}
+
+// delegation is a delegated role of threshold 1 over paths, for the keys
+// of signers, which sign its first, empty metadata.
+func delegation(role string, paths []string, signers []signature.Signer) (tufrepo.Delegation, error) {
+	d := tufrepo.Delegation{Role: role, Paths: paths, Threshold: 1, Signers: signers}
+	for _, s := range signers {
+		pk, err := s.PublicKey()
+		if err != nil {
+			return d, fmt.Errorf("init: %w", err)
+		}
+		d.Keys = append(d.Keys, pk)
+	}
+	return d, nil
 }
 
 func ensureAdminToken(dataDir string) error {
@@ -238,7 +279,7 @@ func BootstrapDev(ctx context.Context, dataDir string) (bool, error) {
 	if err := os.MkdirAll(kdir, 0o700); err != nil {
 		return false, fmt.Errorf("bootstrap: %w", err)
 	}
-	for _, role := range []string{"root", "targets", "publisher"} {
+	for _, role := range []string{"root", "targets", "publisher", "config"} {
 		if err := keys.Generate(filepath.Join(kdir, role+".key")); err != nil && !errors.Is(err, fs.ErrExist) {
 			return false, fmt.Errorf("bootstrap: %w", err)
 		}
@@ -249,6 +290,7 @@ func BootstrapDev(ctx context.Context, dataDir string) (bool, error) {
 		TargetsKeys: []string{filepath.Join(kdir, "targets.key")}, TargetsThreshold: 1,
 		PublisherRole: "publisher", PublisherPaths: []string{"firmware/*/*"},
 		PublisherKeys: []string{filepath.Join(kdir, "publisher.key")},
+		ConfigKeys:    []string{filepath.Join(kdir, "config.key")},
 	})
 	return err == nil, err
 }
@@ -509,8 +551,16 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	// Devices' SIP passwords are kept encrypted under a key of the data
+	// directory (created on first start): the database alone gives none
+	// away.
+	sipBox, err := sipsecret.OpenKeyFile(filepath.Join(kdir, sipsecret.KeyFile))
+	if err != nil {
+		return err
+	}
 	h, err := api.New(api.Options{Repo: repo, Devices: st, Tokens: st, Rollouts: ro, Alerts: st, Audit: st, AdminToken: token,
-		Sessions: accounts, Accounts: accounts, OIDC: sso, Attest: att, Enrollment: st, DeviceCA: dca, Logger: log.With("component", "api")})
+		Sessions: accounts, Accounts: accounts, OIDC: sso, Attest: att, Enrollment: st, DeviceCA: dca,
+		Config: repo, SIPCredentials: st, SIPBox: sipBox, Logger: log.With("component", "api")})
 	if err != nil {
 		return err
 	}

@@ -25,7 +25,7 @@ const KeySize = 32
 
 // MaxPassword bounds a SIP password: what the phone's TPM can seal
 // (agent/tpm.MaxSealedSecret).
-const MaxPassword = 128
+const MaxPassword = wire.MaxSIPPassword
 
 // KeyFile is the key's name in the data directory's keys directory.
 const KeyFile = "sip-secrets.key"
@@ -146,12 +146,13 @@ func createKey(path string) (err error) {
 	return nil
 }
 
-// ad is the associated data that binds a ciphertext to its device.
-func ad(tenant, device string) ([]byte, error) {
+// ad is the associated data that binds a ciphertext to its device, and
+// to its layout version.
+func ad(v byte, tenant, device string) ([]byte, error) {
 	if !wire.ValidID(tenant) || !wire.ValidID(device) {
 		return nil, fmt.Errorf("sipsecret: %w: tenant %q, device %q", wire.ErrInvalid, tenant, device)
 	}
-	return []byte(fmt.Sprintf("dialtone sip-password v%d\x00%s\x00%s", version, tenant, device)), nil
+	return []byte(fmt.Sprintf("dialtone sip-password v%d\x00%s\x00%s", v, tenant, device)), nil
 }
 
 // Seal encrypts a password for the device of tenant.
@@ -159,37 +160,105 @@ func (b *Box) Seal(tenant, device string, password []byte) ([]byte, error) {
 	if len(password) == 0 || len(password) > MaxPassword {
 		return nil, ErrPassword
 	}
-	a, err := ad(tenant, device)
+	return b.seal(version, tenant, device, password)
+}
+
+func (b *Box) seal(v byte, tenant, device string, plaintext []byte) ([]byte, error) {
+	a, err := ad(v, tenant, device)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]byte, 1, 1+b.aead.NonceSize()+len(password)+b.aead.Overhead())
-	out[0] = version
+	out := make([]byte, 1, 1+b.aead.NonceSize()+len(plaintext)+b.aead.Overhead())
+	out[0] = v
 	nonce := make([]byte, b.aead.NonceSize())
 	if _, err := rand.Read(nonce); err != nil {
 		return nil, fmt.Errorf("sipsecret: %w", err)
 	}
 	out = append(out, nonce...)
-	return b.aead.Seal(out, nonce, password, a), nil
+	return b.aead.Seal(out, nonce, plaintext, a), nil
 }
 
 // Open decrypts what Seal made for the same device and tenant; anything
 // else is ErrDecrypt.
 func (b *Box) Open(tenant, device string, ciphertext []byte) ([]byte, error) {
-	a, err := ad(tenant, device)
+	pt, err := b.open(version, tenant, device, ciphertext)
+	if err != nil {
+		return nil, err
+	}
+	if len(pt) == 0 || len(pt) > MaxPassword {
+		return nil, ErrPassword
+	}
+	return pt, nil
+}
+
+func (b *Box) open(v byte, tenant, device string, ciphertext []byte) ([]byte, error) {
+	a, err := ad(v, tenant, device)
 	if err != nil {
 		return nil, err
 	}
 	n := b.aead.NonceSize()
-	if len(ciphertext) < 1+n+b.aead.Overhead() || ciphertext[0] != version {
-		return nil, fmt.Errorf("%w: not a version %d ciphertext", ErrDecrypt, version)
+	if len(ciphertext) < 1+n+b.aead.Overhead() || ciphertext[0] != v {
+		return nil, fmt.Errorf("%w: not a version %d ciphertext", ErrDecrypt, v)
 	}
-	pw, err := b.aead.Open(nil, ciphertext[1:1+n], ciphertext[1+n:], a)
+	pt, err := b.aead.Open(nil, ciphertext[1:1+n], ciphertext[1+n:], a)
 	if err != nil {
 		return nil, fmt.Errorf("%w for %s/%s", ErrDecrypt, tenant, device)
 	}
-	if len(pw) == 0 || len(pw) > MaxPassword {
+	return pt, nil
+}
+
+// versionCredential starts a ciphertext of SealCredential: the plaintext
+// is the digest user name's length (one byte), the name, then the
+// password.
+const versionCredential = 2
+
+// MaxAuthUser bounds a credential's digest user name (as a SIP profile's
+// auth_user).
+const MaxAuthUser = 128
+
+// ErrAuthUser means a digest user name over MaxAuthUser bytes.
+var ErrAuthUser = fmt.Errorf("a SIP digest user name is at most %d bytes", MaxAuthUser)
+
+// Credential is a device's SIP digest credential. The user name is not
+// secret, but it is sealed with the password so that whoever can write
+// the database cannot change it under the device either.
+type Credential struct {
+	AuthUser string // "" for the profile's
+	Password []byte
+}
+
+// SealCredential encrypts c for the device of tenant.
+func (b *Box) SealCredential(tenant, device string, c Credential) ([]byte, error) {
+	if len(c.Password) == 0 || len(c.Password) > MaxPassword {
 		return nil, ErrPassword
 	}
-	return pw, nil
+	if len(c.AuthUser) > MaxAuthUser {
+		return nil, ErrAuthUser
+	}
+	pt := make([]byte, 0, 1+len(c.AuthUser)+len(c.Password))
+	pt = append(pt, byte(len(c.AuthUser)))
+	pt = append(pt, c.AuthUser...)
+	pt = append(pt, c.Password...)
+	return b.seal(versionCredential, tenant, device, pt)
+}
+
+// OpenCredential decrypts what SealCredential (or Seal: no user name)
+// made for the same device and tenant; anything else is ErrDecrypt.
+func (b *Box) OpenCredential(tenant, device string, ciphertext []byte) (Credential, error) {
+	if len(ciphertext) > 0 && ciphertext[0] == version {
+		pw, err := b.Open(tenant, device, ciphertext)
+		return Credential{Password: pw}, err
+	}
+	pt, err := b.open(versionCredential, tenant, device, ciphertext)
+	if err != nil {
+		return Credential{}, err
+	}
+	if len(pt) < 1 || len(pt) < 1+int(pt[0]) {
+		return Credential{}, fmt.Errorf("%w: a truncated credential", ErrDecrypt)
+	}
+	c := Credential{AuthUser: string(pt[1 : 1+int(pt[0])]), Password: pt[1+int(pt[0]):]}
+	if len(c.Password) == 0 || len(c.Password) > MaxPassword {
+		return Credential{}, ErrPassword
+	}
+	return c, nil
 }
