@@ -91,6 +91,14 @@ type runOptions struct {
 	AttestInterval time.Duration
 	Window         string
 	Progress       string
+	// SIP line (sip.go)
+	SIP          bool
+	SIPGroup     string
+	SIPCheck     time.Duration
+	SIPAnswer    bool
+	SIPTone      float64
+	SIPWAVIn     string
+	SIPRecordDir string
 }
 
 func (o *runOptions) AddFlags(cmd *cobra.Command) {
@@ -120,6 +128,13 @@ func (o *runOptions) AddFlags(cmd *cobra.Command) {
 	f.Uint32Var(&o.FloorIndex, "floor-nv-index", floor.DefaultIndex, "TPM NV index of the anti-rollback floor")
 	f.StringVar(&o.Window, "maintenance-window", "", "activate new images only between HH:MM-HH:MM local time (default: any time)")
 	f.StringVar(&o.Progress, "progress", "auto", "download progress bar on stderr: auto (when a terminal), always, never")
+	f.BoolVar(&o.SIP, "sip", false, "run the phone's SIP line: once the booted image is committed, register with the SIP profile the TUF repository holds for this device (config/TENANT/devices/DEVICE/sip.json, else --sip-group's) and the password the server releases to the attested device (sealed to the TPM in STATE/sip); needs --tpm and enrollment")
+	f.StringVar(&o.SIPGroup, "sip-group", "", "group whose SIP profile (config/TENANT/groups/GROUP/sip.json) applies when the device has none of its own")
+	f.DurationVar(&o.SIPCheck, "sip-check-interval", 5*time.Minute, "time between checks for a new SIP profile (a check command checks at once); a new one restarts the SIP stack")
+	f.BoolVar(&o.SIPAnswer, "sip-answer", false, "answer inbound calls at once with --sip-tone, --sip-wav-in or silence (until the phone's audio device is wired in; without it inbound calls are refused)")
+	f.Float64Var(&o.SIPTone, "sip-tone", 0, "with --sip-answer: send a sine tone of this frequency in Hz")
+	f.StringVar(&o.SIPWAVIn, "sip-wav-in", "", "with --sip-answer: send this 8 kHz 16-bit mono WAV file")
+	f.StringVar(&o.SIPRecordDir, "sip-record-dir", "", "with --sip-answer: record what callers send to DIR/call-N.wav (tests)")
 }
 
 func (o *runOptions) Validate() error {
@@ -157,7 +172,7 @@ func (o *runOptions) Validate() error {
 	default:
 		return fmt.Errorf("--progress %q: want auto, always or never", o.Progress)
 	}
-	return nil
+	return o.validateSIP()
 }
 
 func (o *runOptions) logger(w io.Writer) *slog.Logger {
@@ -359,6 +374,9 @@ func Run(ctx context.Context, o *runOptions, log *slog.Logger) error {
 		// device certificate the broker may ask for is there first.
 		att.measureBooted(ctx)
 		att.attest(ctx, "boot")
+		if _, ok := att.cl.Enrolled(); o.SIP && !ok {
+			return errors.New("--sip: the device is not enrolled, so the server will not release its SIP password (the log says why enrollment failed; an --enroll-token, or dialtone devices allow/approve, lets it enroll)")
+		}
 	}
 	ropts := report.Options{
 		Broker: o.Broker, Tenant: o.Tenant, Device: id, OutboxDir: filepath.Join(o.StateDir, "outbox"),
@@ -376,6 +394,15 @@ func Run(ctx context.Context, o *runOptions, log *slog.Logger) error {
 	rep, err := report.New(ropts)
 	if err != nil {
 		return err
+	}
+	var line *sipLine
+	if o.SIP {
+		if att == nil {
+			return errors.New("--sip needs --tpm")
+		}
+		if line, err = newSIPLine(o, id, slots, hc, att.clientCertificate, shared, rep, log.With("component", "sip")); err != nil {
+			return err
+		}
 	}
 	st, err := slots.Status()
 	if err != nil {
@@ -395,6 +422,11 @@ func Run(ctx context.Context, o *runOptions, log *slog.Logger) error {
 			log.Warn("closing report client", "err", err)
 		}
 	}()
+	if line != nil {
+		// Deferred after the report client's Close: runs first, so that
+		// the phone unregisters and its last state goes out before.
+		defer line.wait()
+	}
 	fl, err := openFloor(o, shared, log)
 	if err != nil {
 		return err
@@ -429,6 +461,9 @@ func Run(ctx context.Context, o *runOptions, log *slog.Logger) error {
 			return selfTest(ctx, d.Path(st.Active), log)
 		},
 		Crash: crashHook(),
+	}
+	if line != nil {
+		cfg.InCall = line.inCall
 	}
 	if o.Window != "" {
 		cfg.Window, _ = update.ParseWindow(o.Window) // checked by Validate
@@ -467,6 +502,9 @@ func Run(ctx context.Context, o *runOptions, log *slog.Logger) error {
 				}
 				cycleMu.Unlock()
 			case wire.CmdCheck:
+				if line != nil {
+					line.poke()
+				}
 			case wire.CmdAttest:
 				if att == nil {
 					log.Warn("attest command, but the agent has no TPM (--tpm)")
@@ -553,6 +591,11 @@ func Run(ctx context.Context, o *runOptions, log *slog.Logger) error {
 	if att != nil && !o.Once {
 		go att.run(ctx, o.AttestInterval)
 	}
+	if line != nil {
+		// After the boot checks: a trial slot has been committed or rolled
+		// back by now.
+		line.start(ctx)
+	}
 	if o.Once {
 		out, err := cycle()
 		fctx, cancel := context.WithTimeout(ctx, 15*time.Second)
@@ -599,6 +642,16 @@ func jitter(d time.Duration) time.Duration {
 // the system's roots) without it. Not the system's roots as well: loading
 // them costs the idle agent some 3 MiB of its 15.
 func (o *runOptions) serverHTTPClient() (*http.Client, error) {
+	cfg, err := o.serverTLS()
+	if cfg == nil || err != nil {
+		return nil, err
+	}
+	return &http.Client{Transport: update.NewTransport(cfg)}, nil
+}
+
+// serverTLS is the TLS configuration for the server that --server-ca
+// asks for: nil (the system's roots) without it.
+func (o *runOptions) serverTLS() (*tls.Config, error) {
 	if o.ServerCA == "" {
 		return nil, nil
 	}
@@ -610,7 +663,7 @@ func (o *runOptions) serverHTTPClient() (*http.Client, error) {
 	if !pool.AppendCertsFromPEM(pem) {
 		return nil, fmt.Errorf("server CA %s holds no PEM certificate", o.ServerCA)
 	}
-	return &http.Client{Transport: update.NewTransport(&tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool})}, nil
+	return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}, nil
 }
 
 // brokerTLS is the mqtts configuration the flags ask for: nil (the system's

@@ -91,7 +91,7 @@ type Client struct {
 	broker *url.URL
 	box    *outbox
 
-	stateTopic, eventsTopic, cmdTopic string
+	stateTopic, eventsTopic, cmdTopic, telemetryTopic string
 
 	// ctx lives until Close; it bounds the connection manager.
 	ctx    context.Context
@@ -112,10 +112,11 @@ type Client struct {
 	stateMu sync.Mutex
 
 	mu      sync.Mutex
-	will    wire.State  // base of the last will (SetWill, else the last state)
-	state   *wire.State // last state given to PublishState, republished on reconnect
-	sess    *session    // current connection; nil while offline
-	lastErr error       // of the last connection attempt
+	will    wire.State     // base of the last will (SetWill, else the last state)
+	state   *wire.State    // last state given to PublishState, republished on reconnect
+	sip     *wire.SIPState // SetSIP's line, added to every state (sip.go)
+	sess    *session       // current connection; nil while offline
+	lastErr error          // of the last connection attempt
 	status  chan struct{}
 	started bool
 	closed  bool
@@ -158,13 +159,15 @@ func New(opts Options) (*Client, error) {
 		stateTopic:  wire.Topic(opts.Tenant, opts.Device, wire.KindState),
 		eventsTopic: wire.Topic(opts.Tenant, opts.Device, wire.KindEvents),
 		cmdTopic:    wire.Topic(opts.Tenant, opts.Device, wire.KindCmd),
-		ctx:         ctx,
-		cancel:      cancel,
-		done:        make(chan struct{}),
-		wake:        make(chan struct{}, 1),
-		cmds:        make(chan wire.Command, commandQueue),
-		subscribed:  make(chan struct{}),
-		status:      make(chan struct{}),
+
+		telemetryTopic: wire.Topic(opts.Tenant, opts.Device, wire.KindTelemetry),
+		ctx:            ctx,
+		cancel:         cancel,
+		done:           make(chan struct{}),
+		wake:           make(chan struct{}, 1),
+		cmds:           make(chan wire.Command, commandQueue),
+		subscribed:     make(chan struct{}),
+		status:         make(chan struct{}),
 	}
 	return c, nil
 }
@@ -247,6 +250,7 @@ func (c *Client) Connect(ctx context.Context) error {
 // after every reconnection and is the base of the next last will. While
 // offline it returns nil at once and the state goes out on reconnection.
 func (c *Client) PublishState(ctx context.Context, s wire.State) error {
+	s.SIP = c.sipFor(s.SIP)
 	s, err := c.fillState(s)
 	if err != nil {
 		return err
@@ -491,6 +495,9 @@ func (c *Client) offlineState() wire.State {
 	s.Device = c.opts.Device
 	s.Online = false
 	s.Time = time.Now().UTC()
+	// An offline phone reaches no registrar: its last SIP line would
+	// mislead.
+	s.SIP = nil
 	return s
 }
 
