@@ -3,11 +3,8 @@ package tpm
 import (
 	"bytes"
 	"crypto/ecdsa"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
@@ -53,69 +50,29 @@ type DeviceKeyBlob struct {
 	Public, Private []byte
 }
 
-// blobMagic starts a device key file; the two TPM2B structures that follow
-// are byte for byte what tpm2_create writes with -u and -r.
-var blobMagic = []byte("DTDK\x01")
-
-// Bounds on the two parts: a TPMT_PUBLIC of an ECC key is about 90 bytes
-// and a TPM2B_PRIVATE some 130, so these leave room without letting a
-// damaged file ask for much.
-const (
-	maxBlobPublic  = 1024
-	maxBlobPrivate = 1024
-	maxBlobFile    = 8 << 10
-)
+// deviceKeyFormat is the device key file. Bounds: a TPMT_PUBLIC of an
+// ECC key is about 90 bytes and a TPM2B_PRIVATE some 130, so these leave
+// room without letting a damaged file ask for much.
+var deviceKeyFormat = objectFormat{
+	magic: []byte("DTDK\x01"), maxPublic: 1024, maxPrivate: 1024, maxFile: 8 << 10,
+	what: "the device key", err: ErrKeyBlob,
+}
 
 // Marshal encodes the blob for the agent's state directory.
-func (b DeviceKeyBlob) Marshal() []byte {
-	out := bytes.Clone(blobMagic)
-	out = binary.BigEndian.AppendUint16(out, uint16(len(b.Public)))
-	out = append(out, b.Public...)
-	out = binary.BigEndian.AppendUint16(out, uint16(len(b.Private)))
-	return append(out, b.Private...)
-}
+func (b DeviceKeyBlob) Marshal() []byte { return deviceKeyFormat.marshal(b.Public, b.Private) }
 
 // UnmarshalDeviceKeyBlob decodes what Marshal wrote, refusing anything
 // else — other magic, oversized parts, trailing bytes, a public area that
 // is not a device key.
 func UnmarshalDeviceKeyBlob(data []byte) (DeviceKeyBlob, error) {
-	rest, ok := bytes.CutPrefix(data, blobMagic)
-	if !ok {
-		return DeviceKeyBlob{}, fmt.Errorf("%w: no device key header", ErrKeyBlob)
-	}
-	pub, rest, err := sized(rest, maxBlobPublic)
+	pub, priv, err := deviceKeyFormat.unmarshal(data)
 	if err != nil {
-		return DeviceKeyBlob{}, fmt.Errorf("%w: public: %v", ErrKeyBlob, err)
-	}
-	priv, rest, err := sized(rest, maxBlobPrivate)
-	if err != nil {
-		return DeviceKeyBlob{}, fmt.Errorf("%w: private: %v", ErrKeyBlob, err)
-	}
-	if len(rest) != 0 {
-		return DeviceKeyBlob{}, fmt.Errorf("%w: %d trailing bytes", ErrKeyBlob, len(rest))
-	}
-	if len(priv) == 0 {
-		return DeviceKeyBlob{}, fmt.Errorf("%w: empty private part", ErrKeyBlob)
+		return DeviceKeyBlob{}, err
 	}
 	if _, err := quote.DeviceKeyPublic(pub); err != nil {
 		return DeviceKeyBlob{}, fmt.Errorf("%w: %w", ErrKeyBlob, err)
 	}
-	return DeviceKeyBlob{Public: bytes.Clone(pub), Private: bytes.Clone(priv)}, nil
-}
-
-// sized splits a big-endian uint16 length and that many bytes off b.
-func sized(b []byte, limit int) (part, rest []byte, err error) {
-	if len(b) < 2 {
-		return nil, nil, io.ErrUnexpectedEOF
-	}
-	n := int(binary.BigEndian.Uint16(b))
-	if n > limit {
-		return nil, nil, fmt.Errorf("%d bytes, at most %d", n, limit)
-	}
-	if len(b)-2 < n {
-		return nil, nil, io.ErrUnexpectedEOF
-	}
-	return b[2 : 2+n], b[2+n:], nil
+	return DeviceKeyBlob{Public: pub, Private: priv}, nil
 }
 
 // WriteFile saves the blob, replacing name atomically: a power cut leaves
@@ -126,17 +83,9 @@ func (b DeviceKeyBlob) WriteFile(name string) error {
 
 // ReadDeviceKeyBlob reads a blob WriteFile saved.
 func ReadDeviceKeyBlob(name string) (DeviceKeyBlob, error) {
-	f, err := os.Open(name)
+	data, err := deviceKeyFormat.read(name)
 	if err != nil {
-		return DeviceKeyBlob{}, fmt.Errorf("reading the device key: %w", err)
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxBlobFile+1))
-	if err != nil {
-		return DeviceKeyBlob{}, fmt.Errorf("reading the device key: %w", err)
-	}
-	if len(data) > maxBlobFile {
-		return DeviceKeyBlob{}, fmt.Errorf("%w: %s is over %d bytes", ErrKeyBlob, name, maxBlobFile)
+		return DeviceKeyBlob{}, err
 	}
 	return UnmarshalDeviceKeyBlob(data)
 }

@@ -228,9 +228,9 @@ func TestDeviceKeyBlobEncoding(t *testing.T) {
 		{"other magic", append([]byte("DTDK\x02"), enc[5:]...)},
 		{"trailing byte", append(bytes.Clone(enc), 0)},
 		{"truncated", enc[:len(enc)-1]},
-		{"no private part", enc[:len(blobMagic)+2+len(good.Public)]},
+		{"no private part", enc[:len(deviceKeyFormat.magic)+2+len(good.Public)]},
 		{"empty private part", DeviceKeyBlob{Public: good.Public}.Marshal()},
-		{"oversized public", append(bytes.Clone(blobMagic), 0xff, 0xff)},
+		{"oversized public", append(bytes.Clone(deviceKeyFormat.magic), 0xff, 0xff)},
 		{"not a device key", DeviceKeyBlob{Public: tpm2.Marshal(restricted), Private: good.Private}.Marshal()},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -242,7 +242,7 @@ func TestDeviceKeyBlobEncoding(t *testing.T) {
 
 	dir := t.TempDir()
 	big := filepath.Join(dir, "big")
-	if err := os.WriteFile(big, make([]byte, maxBlobFile+1), 0o600); err != nil {
+	if err := os.WriteFile(big, make([]byte, deviceKeyFormat.maxFile+1), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := ReadDeviceKeyBlob(big); !errors.Is(err, ErrKeyBlob) {

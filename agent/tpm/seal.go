@@ -2,11 +2,8 @@ package tpm
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
@@ -52,52 +49,29 @@ type SealedBlob struct {
 	Public, Private []byte
 }
 
-// sealedMagic starts a sealed file.
-var sealedMagic = []byte("DTSL\x01")
-
-// Bounds on the two parts: a sealed object's TPMT_PUBLIC is some 50 bytes
-// and its TPM2B_PRIVATE some 200 with a full 128-byte secret.
-const (
-	maxSealedPublic  = 512
-	maxSealedPrivate = 1024
-	maxSealedFile    = 4 << 10
-)
+// sealedFormat is the sealed secret file. Bounds: a sealed object's
+// TPMT_PUBLIC is some 50 bytes and its TPM2B_PRIVATE some 200 with a full
+// 128-byte secret.
+var sealedFormat = objectFormat{
+	magic: []byte("DTSL\x01"), maxPublic: 512, maxPrivate: 1024, maxFile: 4 << 10,
+	what: "the sealed blob", err: ErrSealedBlob,
+}
 
 // Marshal encodes the blob for the agent's state directory.
-func (b SealedBlob) Marshal() []byte {
-	out := bytes.Clone(sealedMagic)
-	out = binary.BigEndian.AppendUint16(out, uint16(len(b.Public)))
-	out = append(out, b.Public...)
-	out = binary.BigEndian.AppendUint16(out, uint16(len(b.Private)))
-	return append(out, b.Private...)
-}
+func (b SealedBlob) Marshal() []byte { return sealedFormat.marshal(b.Public, b.Private) }
 
 // UnmarshalSealedBlob decodes what Marshal wrote, refusing anything else:
 // other magic, oversized parts, trailing bytes, a public area that is not
 // a sealed data object.
 func UnmarshalSealedBlob(data []byte) (SealedBlob, error) {
-	rest, ok := bytes.CutPrefix(data, sealedMagic)
-	if !ok {
-		return SealedBlob{}, fmt.Errorf("%w: no sealed blob header", ErrSealedBlob)
-	}
-	pub, rest, err := sized(rest, maxSealedPublic)
+	pub, priv, err := sealedFormat.unmarshal(data)
 	if err != nil {
-		return SealedBlob{}, fmt.Errorf("%w: public: %v", ErrSealedBlob, err)
-	}
-	priv, rest, err := sized(rest, maxSealedPrivate)
-	if err != nil {
-		return SealedBlob{}, fmt.Errorf("%w: private: %v", ErrSealedBlob, err)
-	}
-	if len(rest) != 0 {
-		return SealedBlob{}, fmt.Errorf("%w: %d trailing bytes", ErrSealedBlob, len(rest))
-	}
-	if len(priv) == 0 {
-		return SealedBlob{}, fmt.Errorf("%w: empty private part", ErrSealedBlob)
+		return SealedBlob{}, err
 	}
 	if err := checkSealedPublic(pub); err != nil {
 		return SealedBlob{}, err
 	}
-	return SealedBlob{Public: bytes.Clone(pub), Private: bytes.Clone(priv)}, nil
+	return SealedBlob{Public: pub, Private: priv}, nil
 }
 
 // checkSealedPublic accepts only the public area of a sealed data object
@@ -128,17 +102,9 @@ func (b SealedBlob) WriteFile(name string) error {
 // ReadSealedBlob reads a blob WriteFile saved. A missing file is an error
 // that wraps fs.ErrNotExist.
 func ReadSealedBlob(name string) (SealedBlob, error) {
-	f, err := os.Open(name)
+	data, err := sealedFormat.read(name)
 	if err != nil {
-		return SealedBlob{}, fmt.Errorf("reading the sealed blob: %w", err)
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxSealedFile+1))
-	if err != nil {
-		return SealedBlob{}, fmt.Errorf("reading the sealed blob: %w", err)
-	}
-	if len(data) > maxSealedFile {
-		return SealedBlob{}, fmt.Errorf("%w: %s is over %d bytes", ErrSealedBlob, name, maxSealedFile)
+		return SealedBlob{}, err
 	}
 	return UnmarshalSealedBlob(data)
 }

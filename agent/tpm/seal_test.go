@@ -169,11 +169,11 @@ func TestUnmarshalSealedBlob(t *testing.T) {
 		data []byte
 	}{
 		{"empty", nil},
-		{"device key magic", append([]byte("DTDK\x01"), enc[len(sealedMagic):]...)},
+		{"device key magic", append([]byte("DTDK\x01"), enc[len(sealedFormat.magic):]...)},
 		{"trailing byte", append(bytes.Clone(enc), 0)},
 		{"truncated", enc[:len(enc)-1]},
 		{"empty private part", SealedBlob{Public: good.Public}.Marshal()},
-		{"oversized public", append(bytes.Clone(sealedMagic), 0xff, 0xff)},
+		{"oversized public", append(bytes.Clone(sealedFormat.magic), 0xff, 0xff)},
 		{"a device key", SealedBlob{Public: tpm2.Marshal(key), Private: good.Private}.Marshal()},
 		{"public with trailing bytes", SealedBlob{Public: append(tpm2.Marshal(SealedTemplate), 0), Private: good.Private}.Marshal()},
 	} {
@@ -185,7 +185,7 @@ func TestUnmarshalSealedBlob(t *testing.T) {
 	}
 	dir := t.TempDir()
 	big := filepath.Join(dir, "big")
-	if err := os.WriteFile(big, make([]byte, maxSealedFile+1), 0o600); err != nil {
+	if err := os.WriteFile(big, make([]byte, sealedFormat.maxFile+1), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := ReadSealedBlob(big); !errors.Is(err, ErrSealedBlob) {

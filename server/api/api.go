@@ -307,28 +307,32 @@ type PublishForm struct {
 // ErrForm is wrapped by every error of a malformed publish request.
 var ErrForm = errors.New("malformed publish request")
 
+// readPart reads the next part of a publish form, which must be name, and
+// at most max bytes of it.
+func readPart(mr *multipart.Reader, name string, max int64) ([]byte, error) {
+	p, err := mr.NextPart()
+	if err != nil {
+		return nil, fmt.Errorf("%w: want part %q: %v", ErrForm, name, err)
+	}
+	if p.FormName() != name {
+		return nil, fmt.Errorf("%w: want part %q, got %q", ErrForm, name, p.FormName())
+	}
+	b, err := io.ReadAll(io.LimitReader(p, max+1))
+	if err != nil {
+		return nil, fmt.Errorf("%w: reading %s: %v", ErrForm, name, err)
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("%w: part %s exceeds %d bytes", ErrForm, name, max)
+	}
+	return b, nil
+}
+
 // ReadPublishForm reads the leading parts of a publish upload in their
 // fixed order (role, metadata, signature), each bounded, and returns the
 // bundle part as a stream without reading it.
 func ReadPublishForm(mr *multipart.Reader) (PublishForm, io.Reader, error) {
 	var f PublishForm
-	read := func(name string, max int64) ([]byte, error) {
-		p, err := mr.NextPart()
-		if err != nil {
-			return nil, fmt.Errorf("%w: want part %q: %v", ErrForm, name, err)
-		}
-		if p.FormName() != name {
-			return nil, fmt.Errorf("%w: want part %q, got %q", ErrForm, name, p.FormName())
-		}
-		b, err := io.ReadAll(io.LimitReader(p, max+1))
-		if err != nil {
-			return nil, fmt.Errorf("%w: reading %s: %v", ErrForm, name, err)
-		}
-		if int64(len(b)) > max {
-			return nil, fmt.Errorf("%w: part %s exceeds %d bytes", ErrForm, name, max)
-		}
-		return b, nil
-	}
+	read := func(name string, max int64) ([]byte, error) { return readPart(mr, name, max) }
 	role, err := read("role", 128)
 	if err != nil {
 		return f, nil, err

@@ -44,23 +44,7 @@ type ConfigForm struct {
 // ErrForm.
 func ReadConfigForm(mr *multipart.Reader) (ConfigForm, error) {
 	var f ConfigForm
-	read := func(name string, max int64) ([]byte, error) {
-		p, err := mr.NextPart()
-		if err != nil {
-			return nil, fmt.Errorf("%w: want part %q: %v", ErrForm, name, err)
-		}
-		if p.FormName() != name {
-			return nil, fmt.Errorf("%w: want part %q, got %q", ErrForm, name, p.FormName())
-		}
-		b, err := io.ReadAll(io.LimitReader(p, max+1))
-		if err != nil {
-			return nil, fmt.Errorf("%w: reading %s: %v", ErrForm, name, err)
-		}
-		if int64(len(b)) > max {
-			return nil, fmt.Errorf("%w: part %s exceeds %d bytes", ErrForm, name, max)
-		}
-		return b, nil
-	}
+	read := func(name string, max int64) ([]byte, error) { return readPart(mr, name, max) }
 	role, err := read("role", 128)
 	if err != nil {
 		return f, err
