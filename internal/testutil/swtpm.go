@@ -154,23 +154,8 @@ func (s *Swtpm) Kill() {
 // freePortPair finds two free neighbouring ports, PORT and PORT+1.
 func freePortPair(t testing.TB) (cmd, ctrl string) {
 	t.Helper()
-	for range 100 {
-		a := FreeAddr(t)
-		_, p, _ := net.SplitHostPort(a)
-		n, _ := strconv.Atoi(p)
-		if n >= 65535 {
-			continue
-		}
-		next := net.JoinHostPort("127.0.0.1", strconv.Itoa(n+1))
-		ln, err := net.Listen("tcp", next)
-		if err != nil {
-			continue
-		}
-		ln.Close()
-		return a, next
-	}
-	t.Fatal("no two neighbouring free ports found")
-	return "", ""
+	p := FreePorts(t, 2)
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(p)), net.JoinHostPort("127.0.0.1", strconv.Itoa(p+1))
 }
 
 // TCTI is the TPM2TOOLS_TCTI value that points tpm2-tools at this TPM.

@@ -4,29 +4,87 @@
 package testutil
 
 import (
+	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
+	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 )
 
-// FreeAddr returns "127.0.0.1:PORT" for a port that was free a moment ago:
-// it listens on port 0 and closes the listener. Use it only for external
-// daemons that cannot report the port they bound; in-process servers should
-// listen on :0 and report their address instead.
+// FreeAddr returns "127.0.0.1:PORT" for a port free for TCP and UDP a
+// moment ago. Use it only for external daemons that cannot report the port
+// they bound; in-process servers should listen on :0 and report their
+// address instead.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePorts(t, 1)))
+}
+
+// FreePorts returns the first of n consecutive loopback ports that are free
+// for TCP and UDP now (swtpm takes a pair, baresip its SIP port and the
+// next for TLS). The ports come from below the kernel's ephemeral range,
+// which the kernel never hands out by itself, to a port-0 listener or to an
+// outgoing connection: between this check and the daemon's bind, only
+// another test drawing the same random number can take them.
+func FreePorts(t testing.TB, n int) int {
+	t.Helper()
+	lo, hi := 10000, ephemeralLow()
+	if hi-lo < 1000 {
+		lo, hi = 1024, 10000
+	}
+	for range 200 {
+		p := lo + rand.IntN(hi-lo-n)
+		if portsFree(p, n) {
+			return p
+		}
+	}
+	t.Fatalf("no %d consecutive free ports found in %d-%d", n, lo, hi)
+	return 0
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
 	if err != nil {
-		t.Fatalf("finding a free port: %v", err)
+		return 32768
 	}
-	addr := ln.Addr().String()
-	if err := ln.Close(); err != nil {
-		t.Fatalf("closing probe listener: %v", err)
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return 32768
 	}
-	return addr
+	n, err := strconv.Atoi(f[0])
+	if err != nil {
+		return 32768
+	}
+	return n
+}
+
+func portsFree(first, n int) bool {
+	var closers []io.Closer
+	defer func() {
+		for _, c := range closers {
+			_ = c.Close()
+		}
+	}()
+	for p := first; p < first+n; p++ {
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
+		l, err := net.Listen("tcp4", addr)
+		if err != nil {
+			return false
+		}
+		closers = append(closers, l)
+		u, err := net.ListenPacket("udp4", addr)
+		if err != nil {
+			return false
+		}
+		closers = append(closers, u)
+	}
+	return true
 }
 
 // RequireBinary returns the path of the named program, or fails the test

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/pion/srtp/v2"
+
+	"github.com/dialtone-dev/dialtone/internal/testutil"
 )
 
 // These tests hold our SDP against a real peer: baresip with mediaenc=srtp-mand. A few bare SIP
@@ -39,7 +41,11 @@ func (b *baresip) String() string {
 	return b.log.String()
 }
 
-// startBaresip runs baresip on a free loopback port with an auto-answering srtp-mand account.
+// startBaresip runs baresip on a free loopback port with an auto-answering
+// srtp-mand account. baresip cannot report the port it bound, so the test
+// picks one and hands it over; another process may take it in between
+// (baresip binds UDP, TCP and TLS), so a start that fails to bind is tried
+// again on another port.
 func startBaresip(t *testing.T, extra ...string) *baresip {
 	t.Helper()
 	bin, err := exec.LookPath("baresip")
@@ -50,14 +56,23 @@ func startBaresip(t *testing.T, extra ...string) *baresip {
 	if _, err := os.Stat(filepath.Join(modules, "srtp.so")); err != nil {
 		t.Fatalf("baresip srtp module missing (%v): install baresip-core", err)
 	}
-	// baresip cannot report the port it bound, so take a free one from the kernel and hand it over.
-	l, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
+	var last string
+	for range 5 {
+		b, ok := tryBaresip(t, bin, modules, extra)
+		if ok {
+			return b
+		}
+		last = b.String()
 	}
-	addr := l.LocalAddr().(*net.UDPAddr)
-	l.Close()
+	t.Fatalf("baresip did not start in 5 tries; last output:\n%s", last)
+	return nil
+}
 
+// tryBaresip starts baresip and waits for "baresip is ready."; false when
+// it exited first (a port taken under it).
+func tryBaresip(t *testing.T, bin, modules string, extra []string) (*baresip, bool) {
+	t.Helper()
+	port := freeSIPPort(t)
 	dir := t.TempDir()
 	config := fmt.Sprintf(`sip_listen 127.0.0.1:%d
 module_path %s
@@ -74,7 +89,7 @@ ausrc_srate 48000
 ausrc_channels 2
 auplay_srate 48000
 sip_trans_def udp
-`, addr.Port, modules)
+`, port, modules)
 	account := "<sip:alice@127.0.0.1>;regint=0;mediaenc=srtp-mand;answermode=auto;audio_codecs=PCMU,PCMA\n"
 	if err := os.WriteFile(filepath.Join(dir, "config"), []byte(config), 0o600); err != nil {
 		t.Fatal(err)
@@ -82,20 +97,41 @@ sip_trans_def udp
 	if err := os.WriteFile(filepath.Join(dir, "accounts"), []byte(account), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	b := &baresip{sipAddr: addr}
+	b := &baresip{sipAddr: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}}
 	cmd := exec.Command(bin, append([]string{"-f", dir, "-t", "30"}, extra...)...)
 	cmd.Stdout, cmd.Stderr = b, b
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(b.String(), "baresip is ready."); {
+		select {
+		case <-exited:
+			return b, false
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			<-exited
+			t.Fatalf("baresip not ready after 10s:\n%s", b)
+		}
+	}
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
+		<-exited
 		if t.Failed() {
 			t.Logf("baresip output:\n%s", b)
 		}
 	})
-	return b
+	return b, true
+}
+
+// freeSIPPort is a loopback port free for UDP and TCP, with the next one
+// free too (baresip's TLS listener).
+func freeSIPPort(t *testing.T) int {
+	t.Helper()
+	return testutil.FreePorts(t, 2)
 }
 
 func listenUDP(t *testing.T) *net.UDPConn {

@@ -189,7 +189,7 @@ func StartBaresip(t testing.TB, o BaresipOptions) *Baresip {
 
 func (b *Baresip) writeConfig(o BaresipOptions, ctrl netip.AddrPort) error {
 	var c strings.Builder
-	fmt.Fprintf(&c, "poll_method\tepoll\nsip_listen\t127.0.0.1:%d\n", freeTCPPort(b.t))
+	fmt.Fprintf(&c, "poll_method\tepoll\nsip_listen\t127.0.0.1:%d\n", testutil.FreePorts(b.t, 2)) // baresip listens for TLS on the next port
 	if o.CAFile != "" {
 		fmt.Fprintf(&c, "sip_cafile\t%s\n", o.CAFile)
 	}

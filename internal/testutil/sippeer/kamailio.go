@@ -352,25 +352,12 @@ func loopback(port uint16) netip.AddrPort {
 
 func freeTCPPort(t testing.TB) uint16 {
 	t.Helper()
-	ap, err := netip.ParseAddrPort(testutil.FreeAddr(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ap.Port()
+	return uint16(testutil.FreePorts(t, 1))
 }
 
 func freeUDPPort(t testing.TB) uint16 {
 	t.Helper()
-	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("finding a free UDP port: %v", err)
-	}
-	defer c.Close()
-	ap, err := netip.ParseAddrPort(c.LocalAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ap.Port()
+	return uint16(testutil.FreePorts(t, 1))
 }
 
 // proc is a child process run in its own process group, so that stopping
