@@ -626,3 +626,37 @@ func TestAttestationGoesStale(t *testing.T) {
 		return a == attest.Stale, a
 	})
 }
+
+// TestAttestationFleetMinimum: an image that is still a TUF target but
+// below the fleet's minimum for its model attests untrusted once the
+// operator raises the minimum (DESIGN.md §5), and trusted again when it is
+// lowered.
+func TestAttestationFleetMinimum(t *testing.T) {
+	l := newAttestLab(t)
+	l.enroll()
+	restart := func(extra ...string) {
+		l.s.Stop()
+		os.Remove(filepath.Join(l.s.DataDir, "server.json"))
+		l.s = systest.StartServerIn(t, bins, l.s.DataDir, append([]string{"--ek-ca", l.tpm.CARoot, "--ek-ca", l.tpm.CAIssuer}, extra...)...)
+	}
+	attestNow := func() wire.Verdict {
+		cl, sh := l.client()
+		defer sh.Close()
+		v, err := cl.Attest(context.Background(), "1.0.0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	restart("--attest-min-version", model+"=1.1.0")
+	if v := attestNow(); v.Outcome != attest.Untrusted || v.Reason != attest.ReasonMinimum {
+		t.Fatalf("1.0.0 under a 1.1.0 minimum: %+v, want untrusted (%s)", v, attest.ReasonMinimum)
+	}
+	if a := l.attestation(); a != attest.Untrusted {
+		t.Fatalf("devices show says %q", a)
+	}
+	restart("--attest-min-version", model+"=1.0.0")
+	if v := attestNow(); v.Outcome != attest.Trusted {
+		t.Fatalf("1.0.0 under a 1.0.0 minimum: %+v, want trusted", v)
+	}
+}

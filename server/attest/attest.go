@@ -2,8 +2,9 @@
 // (DESIGN.md §5): the single-use nonces it hands out, and Verify, which
 // checks a quote against its nonce, replays the measurement log against the
 // quoted PCR, and applies the firmware policy — every bundle the log names
-// is a TUF target for the phone's model and not revoked, and the image the
-// phone booted is the version it reports.
+// is a TUF target for the phone's model and not revoked, the image the
+// phone booted is the version it reports, and it is not below the fleet's
+// minimum for the model.
 //
 // Verify is pure: enrollment (which AK belongs to which device), history
 // and the consequences of a verdict belong to the callers.
@@ -14,6 +15,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+
+	"golang.org/x/mod/semver"
 
 	"github.com/dialtone-dev/dialtone/internal/cel"
 	"github.com/dialtone-dev/dialtone/internal/quote"
@@ -39,6 +42,7 @@ const (
 	ReasonUnknown   = "measured firmware is not a TUF target for the model"
 	ReasonRevoked   = "measured firmware is revoked"
 	ReasonVersion   = "booted image contradicts the reported version"
+	ReasonMinimum   = "booted image is below the fleet minimum"
 )
 
 // Target is what the TUF repository says of a firmware digest.
@@ -59,9 +63,11 @@ type Evidence struct {
 	Log []byte `json:"log"`
 }
 
-// Claim is what the phone says it runs, from its reported state.
+// Claim is what the phone says it runs, from its reported state, and the
+// lowest version the fleet accepts for its model (empty: any).
 type Claim struct {
 	Model, Version string
+	Minimum        string
 }
 
 // Result is a verdict.
@@ -136,6 +142,11 @@ func VerifyKey(key *ecdsa.PublicKey, ev Evidence, nonce []byte, pcr uint8, claim
 	}
 	if booted.Version != claim.Version {
 		r := untrusted(ReasonVersion, fmt.Sprintf("measured %s, reports %s", booted.Version, claim.Version))
+		r.Booted = booted
+		return r
+	}
+	if claim.Minimum != "" && semver.Compare("v"+booted.Version, "v"+claim.Minimum) < 0 {
+		r := untrusted(ReasonMinimum, fmt.Sprintf("booted %s, the minimum for %s is %s", booted.Version, claim.Model, claim.Minimum))
 		r.Booted = booted
 		return r
 	}

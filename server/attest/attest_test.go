@@ -92,18 +92,21 @@ func TestVerify(t *testing.T) {
 		outcome string
 		reason  string
 	}{
-		{"genuine", ak.Public(), good, nonce, Claim{"dt100", "1.1.0"}, Trusted, ""},
-		{"replayed quote (old nonce)", ak.Public(), good, []byte("a fresh nonce"), Claim{"dt100", "1.1.0"}, Untrusted, ReasonNonce},
-		{"quote signed by another TPM's AK", other.Public(), good, nonce, Claim{"dt100", "1.1.0"}, Untrusted, ReasonSignature},
-		{"log entry removed", ak.Public(), removed, nonce, Claim{"dt100", "1.1.0"}, Untrusted, ReasonReplay},
-		{"log entry edited, digest recomputed", ak.Public(), editedEv, nonce, Claim{"dt100", "1.1.0"}, Untrusted, ReasonReplay},
-		{"log entry edited", ak.Public(), Evidence{Quote: good.Quote, Log: badLog}, nonce, Claim{"dt100", "1.1.0"}, Untrusted, ReasonLog},
-		{"firmware that is not a TUF target", ak.Public(), unknown, nonce, Claim{"dt100", "1.0.0"}, Untrusted, ReasonUnknown},
-		{"revoked firmware", ak.Public(), revoked, nonce, Claim{"dt100", "0.9.0"}, Untrusted, ReasonRevoked},
-		{"another model's firmware", ak.Public(), otherModel, nonce, Claim{"dt100", "2.0.0"}, Untrusted, ReasonUnknown},
-		{"version contradicted by the measurements", ak.Public(), stillOld, nonce, Claim{"dt100", "1.1.0"}, Untrusted, ReasonVersion},
-		{"nothing booted measured", ak.Public(), noBoot, nonce, Claim{"dt100", "1.1.0"}, Untrusted, ReasonNoBoot},
-		{"garbage quote", ak.Public(), Evidence{Quote: quote.Quote{Attest: []byte{1}, Signature: []byte{2}}, Log: good.Log}, nonce, Claim{"dt100", "1.1.0"}, Untrusted, ReasonQuote},
+		{"genuine", ak.Public(), good, nonce, Claim{"dt100", "1.1.0", ""}, Trusted, ""},
+		{"replayed quote (old nonce)", ak.Public(), good, []byte("a fresh nonce"), Claim{"dt100", "1.1.0", ""}, Untrusted, ReasonNonce},
+		{"quote signed by another TPM's AK", other.Public(), good, nonce, Claim{"dt100", "1.1.0", ""}, Untrusted, ReasonSignature},
+		{"log entry removed", ak.Public(), removed, nonce, Claim{"dt100", "1.1.0", ""}, Untrusted, ReasonReplay},
+		{"log entry edited, digest recomputed", ak.Public(), editedEv, nonce, Claim{"dt100", "1.1.0", ""}, Untrusted, ReasonReplay},
+		{"log entry edited", ak.Public(), Evidence{Quote: good.Quote, Log: badLog}, nonce, Claim{"dt100", "1.1.0", ""}, Untrusted, ReasonLog},
+		{"firmware that is not a TUF target", ak.Public(), unknown, nonce, Claim{"dt100", "1.0.0", ""}, Untrusted, ReasonUnknown},
+		{"revoked firmware", ak.Public(), revoked, nonce, Claim{"dt100", "0.9.0", ""}, Untrusted, ReasonRevoked},
+		{"another model's firmware", ak.Public(), otherModel, nonce, Claim{"dt100", "2.0.0", ""}, Untrusted, ReasonUnknown},
+		{"version contradicted by the measurements", ak.Public(), stillOld, nonce, Claim{"dt100", "1.1.0", ""}, Untrusted, ReasonVersion},
+		{"at the fleet minimum", ak.Public(), good, nonce, Claim{"dt100", "1.1.0", "1.1.0"}, Trusted, ""},
+		{"below the fleet minimum", ak.Public(), good, nonce, Claim{"dt100", "1.1.0", "1.2.0"}, Untrusted, ReasonMinimum},
+		{"below a minimum ordered as semver, not as text", ak.Public(), good, nonce, Claim{"dt100", "1.1.0", "1.10.0"}, Untrusted, ReasonMinimum},
+		{"nothing booted measured", ak.Public(), noBoot, nonce, Claim{"dt100", "1.1.0", ""}, Untrusted, ReasonNoBoot},
+		{"garbage quote", ak.Public(), Evidence{Quote: quote.Quote{Attest: []byte{1}, Signature: []byte{2}}, Log: good.Log}, nonce, Claim{"dt100", "1.1.0", ""}, Untrusted, ReasonQuote},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := Verify(tc.ak, tc.ev, tc.nonce, pcr, tc.claim, testRepo())
@@ -146,7 +149,7 @@ func FuzzVerify(f *testing.F) {
 	q := ak.Quote([]byte("n"), map[uint][32]byte{pcr: cel.Replay(recs)[pcr]})
 	f.Add(q.Attest, q.Signature, b)
 	f.Fuzz(func(t *testing.T, attest, sig, log []byte) {
-		r := Verify(ak.Public(), Evidence{Quote: quote.Quote{Attest: attest, Signature: sig}, Log: log}, []byte("n"), pcr, Claim{"dt100", "1.0.0"}, testRepo())
+		r := Verify(ak.Public(), Evidence{Quote: quote.Quote{Attest: attest, Signature: sig}, Log: log}, []byte("n"), pcr, Claim{"dt100", "1.0.0", ""}, testRepo())
 		if r.Outcome == Trusted && (string(attest) != string(q.Attest) || string(log) != string(b)) {
 			t.Fatalf("altered evidence trusted")
 		}

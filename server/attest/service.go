@@ -47,6 +47,10 @@ type Options struct {
 	Period time.Duration
 	// PCR is the PCR agents measure firmware into (agent/tpm.DefaultPCR).
 	PCR uint8
+	// Minimum is the lowest version the fleet accepts per model: a phone
+	// booted below it attests untrusted, though its image is a target
+	// (an old image with a known hole, not yet revoked).
+	Minimum map[string]string
 	// Alerts, when set, receives hijack attempts, refused enrollments and
 	// untrusted verdicts.
 	Alerts Alerts
@@ -358,6 +362,7 @@ func (s *Service) Attest(ctx context.Context, req AttestRequest) (Result, error)
 			claim.Version = d.Version
 		}
 	}
+	claim.Minimum = s.o.Minimum[claim.Model]
 	var r Result
 	if !s.nonces.Take(req.Device, req.Nonce) {
 		r = untrusted(ReasonNonce, "the nonce was not issued to this device, or was used or expired")

@@ -39,6 +39,7 @@ type serverOptions struct {
 	InsecureHTTP bool
 	EKCAs        []string
 	AttestPeriod time.Duration
+	AttestMin    map[string]string
 }
 
 // alertWebhookSecret reads --alert-webhook-secret-file ("" without one).
@@ -79,6 +80,7 @@ func (o *serverOptions) AddFlags(cmd *cobra.Command) {
 	o.OIDC.AddFlags(cmd)
 	cmd.Flags().StringVar(&o.AlertWebhookSecretFile, "alert-webhook-secret-file", "", "file holding the secret that signs alert webhook bodies (header X-Dialtone-Signature: sha256=<hex HMAC-SHA256>)")
 	cmd.Flags().StringSliceVar(&o.EKCAs, "ek-ca", nil, "PEM file of a TPM manufacturer's CA (roots and intermediates); devices whose EK certificate chains to one may enroll with a grant (repeatable). Without any, only operator-approved EKs enroll")
+	cmd.Flags().StringToStringVar(&o.AttestMin, "attest-min-version", nil, "MODEL=VERSION: the lowest version of a model that attests trusted, though older images are still targets (repeatable, or comma-separated)")
 	cmd.Flags().DurationVar(&o.AttestPeriod, "attest-period", attest.DefaultPeriod, "how long a trusted attestation lasts: a device that does not attest again within it shows stale")
 	cmd.Flags().BoolVar(&o.Dev, "dev", false, "development mode: generate all keys and, without --tls-cert, a development CA (DATA/tls/ca.pem) on first start, and let devices in by name. NEVER in production")
 }
@@ -130,7 +132,7 @@ func serverCmd(g *globalOptions) *cobra.Command {
 				External: daemon.ExternalBroker{URL: o.Broker, CAFile: o.BrokerCA, CertFile: o.BrokerCert, KeyFile: o.BrokerKey,
 					Shared: o.BrokerShared, MosquittoLog: o.MosquittoLog},
 				AlertWebhook: o.AlertWebhook, AlertWebhookSecret: secret, OIDC: sso,
-				TLSCert: o.TLSCert, TLSKey: o.TLSKey, InsecureHTTP: o.InsecureHTTP, EKCAs: o.EKCAs, AttestPeriod: o.AttestPeriod,
+				TLSCert: o.TLSCert, TLSKey: o.TLSKey, InsecureHTTP: o.InsecureHTTP, EKCAs: o.EKCAs, AttestPeriod: o.AttestPeriod, AttestMinimum: o.AttestMin,
 			})
 			if errors.Is(err, daemon.ErrNoCertificate) {
 				return &ExitCodeError{Code: ExitUsage, Err: err}

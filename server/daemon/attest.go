@@ -7,7 +7,11 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 
+	"golang.org/x/mod/semver"
+
+	"github.com/dialtone-dev/dialtone/internal/wire"
 	"github.com/dialtone-dev/dialtone/server/alert"
 	"github.com/dialtone-dev/dialtone/server/attest"
 	"github.com/dialtone-dev/dialtone/server/devca"
@@ -79,11 +83,14 @@ func newAttestation(o Options, st attest.Store, repo *tufrepo.Repo, ca *devca.CA
 	if err != nil {
 		return nil, err
 	}
+	if err := checkMinimums(o.AttestMinimum); err != nil {
+		return nil, err
+	}
 	if roots == nil {
 		log.Warn("no --ek-ca: devices enroll only with an operator-approved EK (dialtone devices approve)")
 	}
 	return attest.NewService(attest.Options{Store: st, Targets: repoTargets{repo}, Roots: roots, Intermediates: inter,
-		Period: o.AttestPeriod, PCR: o.AttestPCR, Alerts: alertFunc(raise), Logger: log, CA: ca, CertTTL: o.DeviceCertTTL,
+		Period: o.AttestPeriod, PCR: o.AttestPCR, Minimum: o.AttestMinimum, Alerts: alertFunc(raise), Logger: log, CA: ca, CertTTL: o.DeviceCertTTL,
 		OnVerdict: func(_ context.Context, _, device string, r attest.Result) {
 			if r.Outcome == attest.Untrusted && *disconnect != nil {
 				(*disconnect)(device, "attestation untrusted: "+r.Reason)
@@ -93,3 +100,14 @@ func newAttestation(o Options, st attest.Store, repo *tufrepo.Repo, ca *devca.CA
 
 // DevCADir is where the device CA lives in the data directory.
 const DevCADir = "devca"
+
+// checkMinimums refuses a fleet minimum that is not MODEL=MAJOR.MINOR.PATCH
+// (a prerelease is allowed: it orders below its release).
+func checkMinimums(m map[string]string) error {
+	for model, v := range m {
+		if !wire.ValidID(model) || !semver.IsValid("v"+v) || strings.Count(strings.SplitN(v, "-", 2)[0], ".") != 2 || strings.Contains(v, "+") {
+			return fmt.Errorf("--attest-min-version %q=%q: want MODEL=MAJOR.MINOR.PATCH", model, v)
+		}
+	}
+	return nil
+}

@@ -96,6 +96,9 @@ type Options struct {
 	// firmware into (14 when 0).
 	AttestPeriod time.Duration
 	AttestPCR    uint8
+	// AttestMinimum is the lowest version per model that attests trusted
+	// (attest.Options.Minimum).
+	AttestMinimum map[string]string
 	// DeviceCertTTL is the lifetime of device certificates (24 h when 0).
 	DeviceCertTTL time.Duration
 }
