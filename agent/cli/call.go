@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -29,6 +30,9 @@ type sipOptions struct {
 	WAVIn        string
 	WAVOut       string
 	LogLevel     string
+	// TLSCert and TLSKey are a client certificate for the proxy's TLS
+	// (the daemon uses its TPM-backed device certificate instead).
+	TLSCert, TLSKey string
 }
 
 func (o *sipOptions) AddFlags(cmd *cobra.Command) {
@@ -39,6 +43,8 @@ func (o *sipOptions) AddFlags(cmd *cobra.Command) {
 	f.StringVar(&o.WAVIn, "wav-in", "", "send this 8 kHz 16-bit mono WAV file")
 	f.StringVar(&o.WAVOut, "wav-out", "", "record what the other party sends to this WAV file")
 	f.StringVar(&o.LogLevel, "log-level", "warn", "log level: debug, info, warn, error")
+	f.StringVar(&o.TLSCert, "tls-cert", "", "client certificate (PEM) to present to a proxy that requires one")
+	f.StringVar(&o.TLSKey, "tls-key", "", "the client certificate's key (PEM)")
 	_ = cmd.MarkFlagRequired("profile")
 	_ = cmd.MarkFlagRequired("password-file")
 }
@@ -69,6 +75,16 @@ func (o *sipOptions) phone(stderr io.Writer, cfg voip.Config) (*voip.Phone, erro
 	}
 	cfg.Profile = prof
 	cfg.Password = strings.TrimRight(string(pw), "\r\n")
+	if (o.TLSCert == "") != (o.TLSKey == "") {
+		return nil, &ExitCodeError{Code: ExitUsage, Err: errors.New("--tls-cert and --tls-key go together")}
+	}
+	if o.TLSCert != "" {
+		c, err := tls.LoadX509KeyPair(o.TLSCert, o.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("loading the client certificate: %w", err)
+		}
+		cfg.ClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &c, nil }
+	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(o.LogLevel)); err != nil {
 		lvl = slog.LevelWarn

@@ -57,6 +57,8 @@ type sipLine struct {
 	creds  *sipcred.Store
 	rep    sipReporter
 	paths  []string // profile target paths, in order of preference
+	// cert serves the TPM-backed device certificate to the proxy's TLS.
+	cert func(*tls.CertificateRequestInfo) (*tls.Certificate, error)
 
 	wake    chan struct{} // a check command: look at the profile now
 	done    chan struct{} // closed when run returned
@@ -104,7 +106,7 @@ func newSIPLine(o *runOptions, device string, slots slot.Backend, hc *http.Clien
 	if err != nil {
 		return nil, err
 	}
-	return &sipLine{o: o, log: log, device: device, slots: slots, creds: creds, rep: rep, paths: paths,
+	return &sipLine{o: o, log: log, device: device, slots: slots, creds: creds, rep: rep, paths: paths, cert: cert,
 		src:  update.ConfigSource{Server: o.Server, StateDir: o.StateDir, HTTP: hc},
 		wake: make(chan struct{}, 1), done: make(chan struct{}), notify: make(chan struct{}, 1)}, nil
 }
@@ -238,7 +240,7 @@ func (l *sipLine) session(ctx context.Context, cf update.ConfigFile, prof voip.P
 	if cred.AuthUser != "" {
 		prof.AuthUser = cred.AuthUser
 	}
-	cfg := voip.Config{Profile: prof, Password: cred.Password, Logger: l.log, Events: sipEvents{l}}
+	cfg := voip.Config{Profile: prof, Password: cred.Password, Logger: l.log, Events: sipEvents{l}, ClientCertificate: l.cert}
 	if l.o.SIPAnswer {
 		cfg.Incoming = l.incoming
 	}

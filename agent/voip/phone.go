@@ -54,6 +54,11 @@ type Config struct {
 	SecurityReportInterval time.Duration
 	// Rand is the source of SRTP keys (default crypto/rand).
 	Rand io.Reader
+	// ClientCertificate, when set, serves the phone's client certificate
+	// to the proxy's TLS handshake: the device certificate from the
+	// server's device CA (DESIGN.md §2), whose key stays in the TPM, so
+	// that a registrar can require it on top of the digest password.
+	ClientCertificate func(*tls.CertificateRequestInfo) (*tls.Certificate, error)
 }
 
 // Phone is one SIP line: it registers with the profile's proxy, places
@@ -148,7 +153,8 @@ func New(cfg Config) (*Phone, error) {
 			MinVersion: tls.VersionTLS12,
 			RootCAs:    pool,
 			// Set explicitly so sipgo never puts a resolved IP in its place.
-			ServerName: prof.proxyHost(),
+			ServerName:           prof.proxyHost(),
+			GetClientCertificate: cfg.ClientCertificate,
 		}
 	} else {
 		// Never used (the profile is not tls), but sipgo must not get its

@@ -30,6 +30,9 @@ type sipLab struct {
 	*attestLab
 	k     *sippeer.Kamailio
 	caPEM string
+	// bobCert, bobKey: bob's client certificate for Kamailio, which
+	// requires one (the phone presents its TPM-backed device certificate).
+	bobCert, bobKey string
 	m     *testutil.Mosquitto
 	watch *testutil.Collector // everything the phone publishes
 }
@@ -38,12 +41,24 @@ func newSIPLab(t *testing.T, users map[string]string) *sipLab {
 	l := &sipLab{attestLab: newAttestLab(t)}
 	pki := testutil.NewPKI(t, t.TempDir(), "sip-ca")
 	cert, key, _ := pki.Issue(t, "127.0.0.1", true)
-	l.k = sippeer.StartKamailio(t, sippeer.KamailioOptions{Users: users, CertFile: cert, KeyFile: key, RequireTLS: true})
+	l.bobCert, l.bobKey, _ = pki.Issue(t, "bob", false)
 	b, err := os.ReadFile(pki.CAFile)
 	if err != nil {
 		t.Fatal(err)
 	}
 	l.caPEM = string(b)
+	// Kamailio requires a client certificate from the server's device CA
+	// (phones) or the lab's CA (bob).
+	devCA, err := os.ReadFile(filepath.Join(l.s.DataDir, "devca", "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientCAs := filepath.Join(t.TempDir(), "client-cas.pem")
+	if err := os.WriteFile(clientCAs, append(devCA, b...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l.k = sippeer.StartKamailio(t, sippeer.KamailioOptions{Users: users, CertFile: cert, KeyFile: key, RequireTLS: true,
+		CAFile: clientCAs, VerifyClients: true})
 	// The phone reports to its own Mosquitto, where the test may listen
 	// to its topics (the embedded broker lets devices see only their own
 	// commands).
@@ -237,8 +252,13 @@ func TestSIPLineStory(t *testing.T) {
 	if err := os.WriteFile(pwFile, []byte(bobPW), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// Without a client certificate Kamailio does not let bob in.
+	if r := systest.Run(t, []string{"DIALTONE_CONFIG=/dev/null"}, bins.Agent, "call", l.k.URI(l.phone), "--profile", l.profileFile("bob"),
+		"--password-file", pwFile, "--duration", "1s"); r.Code == 0 {
+		t.Fatalf("a call without a client certificate went through:\n%s", r.Stdout)
+	}
 	r := systest.Run(t, []string{"DIALTONE_CONFIG=/dev/null"}, bins.Agent, "call", l.k.URI(l.phone), "--profile", l.profileFile("bob"),
-		"--password-file", pwFile, "--duration", "3s", "--tone", "440", "--wav-out", bobWAV)
+		"--password-file", pwFile, "--tls-cert", l.bobCert, "--tls-key", l.bobKey, "--duration", "3s", "--tone", "440", "--wav-out", bobWAV)
 	if r.Code != 0 || !strings.Contains(r.Stdout, "answered") {
 		t.Fatalf("bob's call exited %d:\n%s", r.Code, r.Stdout)
 	}
