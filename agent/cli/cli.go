@@ -505,6 +505,13 @@ func Run(ctx context.Context, o *runOptions, log *slog.Logger) error {
 				if line != nil {
 					line.poke()
 				}
+			case wire.CmdConfig:
+				if line == nil {
+					log.Warn("config command, but the agent runs no SIP line (--sip)")
+				} else {
+					line.poke()
+				}
+				continue
 			case wire.CmdAttest:
 				if att == nil {
 					log.Warn("attest command, but the agent has no TPM (--tpm)")

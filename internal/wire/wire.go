@@ -281,9 +281,12 @@ func DecodeEvent(b []byte) (Event, error) {
 
 // Command names.
 const (
-	CmdCheck   = "check"
-	CmdAttest  = "attest"
-	CmdReboot  = "reboot"
+	CmdCheck  = "check"
+	CmdAttest = "attest"
+	CmdReboot = "reboot"
+	// CmdConfig: look for new device configuration (the SIP profile) now,
+	// rather than at the next periodic check.
+	CmdConfig  = "config"
 	CmdDesired = "desired" // the version a rollout wants; retained on the device's cmd/desired topic
 )
 
@@ -300,7 +303,7 @@ func DecodeCommand(b []byte) (Command, error) {
 		return Command{}, fmt.Errorf("%w: command: field too long", ErrInvalid)
 	}
 	switch c.Name {
-	case CmdCheck, CmdAttest, CmdReboot:
+	case CmdCheck, CmdAttest, CmdReboot, CmdConfig:
 		if c.Version != "" {
 			return Command{}, fmt.Errorf("%w: command %q takes no version", ErrInvalid, c.Name)
 		}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/dialtone-dev/dialtone/internal/wire"
 	"github.com/dialtone-dev/dialtone/server/audit"
+	"github.com/dialtone-dev/dialtone/server/store"
 	"github.com/dialtone-dev/dialtone/server/tufrepo"
 )
 
@@ -152,5 +153,21 @@ func (a *API) publishConfig(w http.ResponseWriter, r *http.Request) {
 	audit.SetTarget(r.Context(), res.Target)
 	audit.SetChange(r.Context(), nil, res)
 	a.log.Info("config published", "target", res.Target, "sha256", res.SHA256, "by", principal(r).String())
+	a.pokeConfig(r.Context(), res.Target)
 	writeJSON(w, http.StatusCreated, res)
+}
+
+// pokeConfig tells the device a device profile was published for to look
+// at it now (a config command), rather than at its next periodic check.
+// Best effort: a device that is offline or not yet known finds the profile
+// on its own; the command carries nothing but its name, so a device ID
+// that is another tenant's learns nothing from it.
+func (a *API) pokeConfig(ctx context.Context, target string) {
+	ct, err := wire.ParseConfigPath(target)
+	if err != nil || ct.Scope != wire.ConfigDevices || a.opts.Rollouts == nil {
+		return
+	}
+	if _, err := a.opts.Rollouts.Command(ctx, ct.Name, wire.CmdConfig); err != nil && !errors.Is(err, store.ErrNotFound) {
+		a.log.Warn("telling the device about its new profile", "device", ct.Name, "err", err)
+	}
 }

@@ -28,7 +28,7 @@ var ErrRequest = errors.New("malformed request")
 type Rollouts interface {
 	// SetDesired names the version device should run; "" withdraws it.
 	SetDesired(ctx context.Context, device, version string) (store.Desired, error)
-	// Command sends device a one-off command (check, attest, reboot) and
+	// Command sends device a one-off command (check, attest, reboot, config) and
 	// returns it as sent; store.ErrNotFound for an unknown device.
 	Command(ctx context.Context, device, name string) (wire.Command, error)
 }
@@ -373,7 +373,7 @@ func (a *API) setDesired(w http.ResponseWriter, r *http.Request) {
 
 // CommandRequest is the body of POST /v1/devices/{id}/cmd.
 type CommandRequest struct {
-	// Name is check, attest or reboot.
+	// Name is check, attest, reboot or config.
 	Name string `json:"name"`
 }
 
@@ -401,11 +401,11 @@ func DecodeCommandRequest(r io.Reader) (CommandRequest, error) {
 		return cr, fmt.Errorf("%w: trailing data after the JSON object", ErrRequest)
 	}
 	switch cr.Name {
-	case wire.CmdCheck, wire.CmdAttest, wire.CmdReboot:
+	case wire.CmdCheck, wire.CmdAttest, wire.CmdReboot, wire.CmdConfig:
 	case wire.CmdDesired:
 		return cr, fmt.Errorf("%w: a desired version is set with PUT /v1/devices/{id}/desired", ErrRequest)
 	default:
-		return cr, fmt.Errorf("%w: command %q: want check, attest or reboot", ErrRequest, cr.Name)
+		return cr, fmt.Errorf("%w: command %q: want check, attest, reboot or config", ErrRequest, cr.Name)
 	}
 	return cr, nil
 }

@@ -473,19 +473,19 @@ func (o *devicesCommandOptions) Validate(args []string) error {
 		return err
 	}
 	switch args[1] {
-	case wire.CmdCheck, wire.CmdAttest, wire.CmdReboot:
+	case wire.CmdCheck, wire.CmdAttest, wire.CmdReboot, wire.CmdConfig:
 		return nil
 	case wire.CmdDesired:
 		return errors.New("the desired version is set with `dialtone devices desire`")
 	}
-	return fmt.Errorf("unknown command %q: want check, attest or reboot", args[1])
+	return fmt.Errorf("unknown command %q: want check, attest, reboot or config", args[1])
 }
 
 func devicesCommandCmd(g *globalOptions) *cobra.Command {
 	o := &devicesCommandOptions{}
 	devices := completeDevices(&o.clientOptions)
 	cmd := &cobra.Command{
-		Use:   "cmd DEVICE check|attest|reboot",
+		Use:   "cmd DEVICE check|attest|reboot|config",
 		Short: "Send a device a command: check for an update now, attest, or reboot",
 		Long: `Send a device a command over MQTT (QoS 1, not retained): check for an
 update now, attest, or reboot.
@@ -495,7 +495,7 @@ shows in its events (dialtone devices events DEVICE --follow).`,
 		Args: cobra.ExactArgs(2),
 		ValidArgsFunction: func(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
 			if len(args) == 1 {
-				return []string{wire.CmdCheck, wire.CmdAttest, wire.CmdReboot}, cobra.ShellCompDirectiveNoFileComp
+				return []string{wire.CmdCheck, wire.CmdAttest, wire.CmdReboot, wire.CmdConfig}, cobra.ShellCompDirectiveNoFileComp
 			}
 			return devices(cmd, args, toComplete)
 		},

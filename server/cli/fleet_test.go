@@ -374,7 +374,7 @@ func TestDevicesCmd(t *testing.T) {
 		{[]string{"p3", "attest"}, cli.ExitOK, "attest"},
 		{[]string{"nope", "check"}, cli.ExitError, "404"},
 		{[]string{"p1", "desired"}, cli.ExitUsage, "devices desire"},
-		{[]string{"p1", "format"}, cli.ExitUsage, "want check, attest or reboot"},
+		{[]string{"p1", "format"}, cli.ExitUsage, "want check, attest, reboot or config"},
 		{[]string{"p1"}, cli.ExitError, "accepts 2 arg"},
 	} {
 		code, stdout, stderr := run(t, append([]string{"devices", "cmd"}, tc.args...)...)

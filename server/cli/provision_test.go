@@ -18,11 +18,15 @@ import (
 	"testing"
 	"time"
 
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/dialtone-dev/dialtone/internal/testutil"
 	"github.com/dialtone-dev/dialtone/internal/wire"
 	"github.com/dialtone-dev/dialtone/keys"
 	"github.com/dialtone-dev/dialtone/server/api"
 	"github.com/dialtone-dev/dialtone/server/cli"
 	"github.com/dialtone-dev/dialtone/server/daemon"
+	"github.com/dialtone-dev/dialtone/server/rollout"
 	"github.com/dialtone-dev/dialtone/server/sipsecret"
 	"github.com/dialtone-dev/dialtone/server/store"
 	"github.com/dialtone-dev/dialtone/server/tufrepo"
@@ -32,7 +36,7 @@ const provisionToken = "provision-admin-token-0123456789"
 
 // provisionServer serves the API over a repository `dialtone server --dev`
 // bootstraps (with its config role and key) and a real SQLite store.
-func provisionServer(t *testing.T) (url, dataDir string, st *store.SQLite) {
+func provisionServer(t *testing.T, configure ...func(*api.Options)) (url, dataDir string, st *store.SQLite) {
 	t.Helper()
 	ctx := context.Background()
 	dataDir = t.TempDir()
@@ -61,8 +65,12 @@ func provisionServer(t *testing.T) (url, dataDir string, st *store.SQLite) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := api.New(api.Options{Repo: repo, Devices: st, Tokens: st, Audit: st, AdminToken: provisionToken,
-		Config: repo, SIPCredentials: st, SIPBox: box})
+	opts := api.Options{Repo: repo, Devices: st, Tokens: st, Audit: st, AdminToken: provisionToken,
+		Config: repo, SIPCredentials: st, SIPBox: box}
+	for _, c := range configure {
+		c(&opts)
+	}
+	a, err := api.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,8 +91,29 @@ func caPEM(t *testing.T) string {
 	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
 }
 
+// mqttPublisher sends the rollout service's commands through a real
+// broker.
+type mqttPublisher struct{ c mqtt.Client }
+
+func (p mqttPublisher) Publish(topic string, payload []byte, retain bool, qos byte) error {
+	tok := p.c.Publish(topic, qos, retain, payload)
+	tok.Wait()
+	return tok.Error()
+}
+
 func TestConfigPublish(t *testing.T) {
-	url, dataDir, _ := provisionServer(t)
+	// A device profile's publish tells the device to look at it now (a
+	// config command on its cmd topic, through Mosquitto).
+	m := testutil.NewMosquitto(t, "")
+	cmds := testutil.Subscribe(t, testutil.ConnectMQTT(t, m.Addr, "cmd-watcher", nil), wire.Topic("acme", "p1", wire.KindCmd))
+	url, dataDir, st := provisionServer(t, func(o *api.Options) {
+		o.Rollouts = rollout.New(o.Devices.(*store.SQLite), mqttPublisher{testutil.ConnectMQTT(t, m.Addr, "server", nil)}, nil)
+	})
+	now := time.Now().UTC()
+	if err := st.UpsertState(t.Context(), "acme", wire.State{Schema: wire.SchemaVersion, Tenant: "acme", Device: "p1", Model: "dt100", Hardware: "r1",
+		Version: "1.0.0", Slot: "a", UpdateState: wire.UpdateIdle, Online: true, Time: now}, now); err != nil {
+		t.Fatal(err)
+	}
 	dir := t.TempDir()
 	profile := filepath.Join(dir, "sip.json")
 	b, _ := json.Marshal(map[string]any{"proxy": "pbx.example.net:5061", "domain": "example.net", "user": "1001", "ca_pem": caPEM(t)})
@@ -106,6 +135,14 @@ func TestConfigPublish(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &res); err != nil || res.Target != "config/acme/devices/p1/sip.json" || res.Role != tufrepo.ConfigRole || res.Length != int64(len(b)) {
 		t.Fatalf("publish answered %s (%v)", out, err)
 	}
+	cmds.WaitFor(t, 10*time.Second, "a config command to p1", func(msgs []testutil.Message) bool {
+		for _, m := range msgs {
+			if c, err := wire.DecodeCommand(m.Payload); err == nil && c.Name == wire.CmdConfig {
+				return true
+			}
+		}
+		return false
+	})
 	if code, out, errs := run(t, append([]string{"config", "publish", "--group", "sales", profile}, common...)...); code != cli.ExitOK || !strings.Contains(out, "config/acme/groups/sales/sip.json") {
 		t.Fatalf("group publish: exit %d: %s %s", code, out, errs)
 	}

@@ -16,12 +16,12 @@ var ErrUnknownCommand = errors.New("unknown command")
 
 // Commands an operator sends to one device; the desired version has its
 // own, retained, command (SetDesired).
-var operatorCommands = map[string]bool{wire.CmdCheck: true, wire.CmdAttest: true, wire.CmdReboot: true}
+var operatorCommands = map[string]bool{wire.CmdCheck: true, wire.CmdAttest: true, wire.CmdReboot: true, wire.CmdConfig: true}
 
 // IsOperatorCommand reports whether name is a command Command sends.
 func IsOperatorCommand(name string) bool { return operatorCommands[name] }
 
-// Command sends device the one-off command name (check, attest or reboot)
+// Command sends device the one-off command name (check, attest, reboot or config)
 // on its cmd topic, at QoS 1 and not retained: it reaches a device that is
 // connected now (the agent's session is clean, so an offline device never
 // gets it), and a later subscriber never sees it replayed. An unknown device is
@@ -29,7 +29,7 @@ func IsOperatorCommand(name string) bool { return operatorCommands[name] }
 // command as sent.
 func (s *Service) Command(ctx context.Context, device, name string) (wire.Command, error) {
 	if !IsOperatorCommand(name) {
-		return wire.Command{}, fmt.Errorf("%w %q (want check, attest or reboot)", ErrUnknownCommand, name)
+		return wire.Command{}, fmt.Errorf("%w %q (want check, attest, reboot or config)", ErrUnknownCommand, name)
 	}
 	d, err := s.store.Device(ctx, device)
 	if err != nil {

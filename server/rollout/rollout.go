@@ -5,7 +5,7 @@
 // still picks only among TUF-verified targets and never below its
 // anti-rollback floor: a desired version can choose, never force.
 //
-// One-off commands (check, attest, reboot: Service.Command) go on the same
+// One-off commands (check, attest, reboot, config: Service.Command) go on the same
 // topic at QoS 1 but are not retained: they are for a device connected now,
 // never replayed to one that connects later.
 package rollout
