@@ -1,18 +1,30 @@
 package main
 
 import (
+	"bytes"
+	"cmp"
+	"context"
 	"crypto/ecdsa"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
-	"runtime"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/dialtone-dev/dialtone/internal/cel"
 	"github.com/dialtone-dev/dialtone/internal/quote/quotetest"
+	"github.com/dialtone-dev/dialtone/internal/wire"
+	"github.com/dialtone-dev/dialtone/server/api"
 	"github.com/dialtone-dev/dialtone/server/attest"
+	"github.com/dialtone-dev/dialtone/server/store"
 )
 
 // attestRepo is the repository view of the attestation benchmark: every
@@ -88,51 +100,144 @@ func benchAttest(cfg config) ([]row, error) {
 	rows := []row{{name: "attest-verify / raw-verify (ECDSA P-256)", value: median(full), ref: median(raw), unit: "µs",
 		refName: "bare signature verify", ratio: median(ratios), max: 2, rounds: ratios}}
 
-	// The burst: 2,000 phones, each with its own AK, verified at once by as
-	// many goroutines as the machine has cores, as the API would.
+	burst, err := attestBurst(cfg, repo)
+	if err != nil {
+		return nil, err
+	}
+	return append(rows, burst), nil
+}
+
+// attestBurst: 2,000 phones, each with its own software AK and a day's
+// measurement log, attest at once through the HTTP API of a server with
+// the real attestation service and SQLite store: each asks for a nonce,
+// quotes over it and posts the attestation; the server checks it and
+// stores the verdict. Latency is from the start of the burst (every phone
+// is queued then) to the phone's verdict. Enrollment is not part of it:
+// the identities are written to the store beforehand.
+func attestBurst(cfg config, repo attestRepo) (row, error) {
 	const phones = 2000
-	cases := make([]attestCase, phones)
-	for i := range cases {
-		cases[i] = newAttestCase(repo, i)
+	name := fmt.Sprintf("attestation burst, %d phones through the API: p99 latency", phones)
+	ctx := context.Background()
+	dir := filepath.Join(cfg.workdir, "attest")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return row{}, err
 	}
+	defer os.RemoveAll(dir)
+	st, err := store.OpenSQLite(ctx, filepath.Join(dir, "fleet.db"))
+	if err != nil {
+		return row{}, err
+	}
+	defer st.Close()
+	svc, err := attest.NewService(attest.Options{Store: st, Targets: repo, PCR: 14})
+	if err != nil {
+		return row{}, err
+	}
+	admin := make([]byte, 16)
+	_, _ = rand.Read(admin)
+	a, err := api.New(api.Options{Repo: noRepo{}, Devices: st, Tokens: st, AdminToken: hex.EncodeToString(admin),
+		Attest: svc, Enrollment: st})
+	if err != nil {
+		return row{}, err
+	}
+	srv := httptest.NewServer(a)
+	defer srv.Close()
+
+	type phone struct {
+		id  string
+		ak  *quotetest.AK
+		log []byte
+		pcr [32]byte
+	}
+	ps := make([]phone, phones)
+	now := time.Now().UTC()
+	for i := range ps {
+		c := newAttestCase(repo, i)
+		recs, err := cel.Decode(c.ev.Log)
+		if err != nil {
+			return row{}, err
+		}
+		ps[i] = phone{id: fmt.Sprintf("burst-%04d", i), ak: c.ak, log: c.ev.Log, pcr: cel.Replay(recs)[14]}
+		ek := sha256.Sum256([]byte(ps[i].id))
+		if err := st.Enroll(ctx, store.Identity{Device: ps[i].id, Tenant: "default", Model: "dt100", EKHash: ek[:], EKPublic: ek[:],
+			AKPublic: c.ak.Public(), Method: store.EnrollApproved}, now); err != nil {
+			return row{}, fmt.Errorf("attest: enrolling %s: %w", ps[i].id, err)
+		}
+	}
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: phones, MaxConnsPerHost: phones}, Timeout: 5 * time.Minute}
+	post := func(path string, in, out any) error {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		resp, err := client.Post(srv.URL+path, "application/json", bytes.NewReader(b))
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		if err != nil {
+			return err
+		}
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%s: %s: %s", path, resp.Status, body)
+		}
+		return json.Unmarshal(body, out)
+	}
+
 	lat := make([]time.Duration, phones)
+	errs := make([]error, phones)
 	var wg sync.WaitGroup
-	next := make(chan int, phones)
-	for i := range phones {
-		next <- i
-	}
-	close(next)
 	start := time.Now()
-	bad := 0
-	var mu sync.Mutex
-	for range runtime.GOMAXPROCS(0) {
+	for i := range ps {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := range next {
-				c := cases[i]
-				v := attest.Verify(c.ak.Public(), c.ev, c.nonce, 14, claim, repo)
-				lat[i] = time.Since(start) // queued at start: the burst's latency
-				if v.Outcome != attest.Trusted {
-					mu.Lock()
-					bad++
-					mu.Unlock()
-				}
+			p := ps[i]
+			var n wire.NonceResponse
+			if errs[i] = post("/v1/attest/nonce", wire.NonceRequest{Device: p.id}, &n); errs[i] != nil {
+				return
+			}
+			q := p.ak.Quote(n.Nonce, map[uint][32]byte{14: p.pcr})
+			var v wire.Verdict
+			if errs[i] = post("/v1/attest", wire.AttestRequest{Device: p.id, Nonce: n.Nonce, Quote: wire.Quote{Attest: q.Attest, Signature: q.Signature},
+				Log: p.log, Version: "1.1.0"}, &v); errs[i] != nil {
+				return
+			}
+			lat[i] = time.Since(start)
+			if v.Outcome != attest.Trusted {
+				errs[i] = fmt.Errorf("%s: %s (%s)", p.id, v.Outcome, v.Reason)
 			}
 		}()
 	}
 	wg.Wait()
 	total := time.Since(start)
+	bad := 0
+	var first error
+	for _, err := range errs {
+		if err != nil {
+			bad++
+			first = cmp.Or(first, err)
+		}
+	}
+	// Every verdict must be in the store, as trusted.
+	stored := 0
+	for _, p := range ps {
+		if a, err := st.Attestations(ctx, p.id, 1); err == nil && len(a) == 1 && a[0].Outcome == attest.Trusted {
+			stored++
+		}
+	}
 	slices.Sort(lat)
 	p99 := lat[phones*99/100]
-	logf("   burst: %d phones verified in %s (%.0f/s), p50 %s, p99 %s, %d not trusted", phones, total.Round(time.Millisecond),
-		phones/total.Seconds(), lat[phones/2].Round(time.Microsecond), p99.Round(time.Microsecond), bad)
-	burst := row{name: fmt.Sprintf("attestation burst, %d phones: p99 latency", phones), value: float64(p99.Microseconds()) / 1000, ref: -1,
-		unit: "ms", ratio: -1, target: "all verified"}
-	if bad > 0 {
-		burst.failNote = fmt.Sprintf("%d of %d not trusted", bad, phones)
+	logf("   burst: %d phones attested through the API in %s (%.0f/s), p50 %s, p99 %s; %d failed, %d trusted verdicts stored",
+		phones, total.Round(time.Millisecond), phones/total.Seconds(), lat[phones/2].Round(time.Millisecond), p99.Round(time.Millisecond), bad, stored)
+	r := row{name: name, value: float64(p99.Microseconds()) / 1000, ref: -1, unit: "ms", ratio: -1, target: "all verified"}
+	switch {
+	case bad > 0:
+		r.failNote = fmt.Sprintf("%d of %d failed, first: %v", bad, phones, first)
+	case stored != phones:
+		r.failNote = fmt.Sprintf("%d of %d trusted verdicts stored", stored, phones)
 	}
-	return append(rows, burst), nil
+	return r, nil
 }
 
 // asn1Sig encodes r, s as the DER signature VerifyASN1 takes.

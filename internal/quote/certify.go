@@ -122,19 +122,12 @@ func VerifyCertify(ak *ecdsa.PublicKey, c Certification, nonce []byte, keyPublic
 // verifySignature checks an ECDSA / SHA-256 TPMT_SIGNATURE by key over
 // msg.
 func verifySignature(key *ecdsa.PublicKey, msg, signature []byte) error {
-	sig, err := strict[tpm2.TPMTSignature](signature)
+	rb, sb, err := parseECDSASignature(signature)
 	if err != nil {
-		return fmt.Errorf("%w: signature: %v", ErrMalformed, err)
-	}
-	if sig.SigAlg != tpm2.TPMAlgECDSA {
-		return fmt.Errorf("%w: signature algorithm %#x", ErrSignature, uint16(sig.SigAlg))
-	}
-	ecc, err := sig.Signature.ECDSA()
-	if err != nil || ecc.Hash != tpm2.TPMAlgSHA256 {
-		return fmt.Errorf("%w: want an ECDSA SHA-256 signature", ErrSignature)
+		return err
 	}
 	digest := sha256.Sum256(msg)
-	r, s := new(big.Int).SetBytes(ecc.SignatureR.Buffer), new(big.Int).SetBytes(ecc.SignatureS.Buffer)
+	r, s := new(big.Int).SetBytes(rb), new(big.Int).SetBytes(sb)
 	if key == nil || !ecdsa.Verify(key, digest[:], r, s) {
 		return ErrSignature
 	}

@@ -11,9 +11,9 @@ import (
 	"bytes"
 	"crypto/ecdsa"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
-	"math/big"
 	"slices"
 
 	"github.com/google/go-tpm/tpm2"
@@ -104,21 +104,8 @@ func Verify(akPublic []byte, q Quote, nonce []byte, pcrs map[uint][32]byte) (*tp
 // VerifyKey is Verify with the AK already parsed by AKPublic: a verifier
 // parses a device's AK once, at enrollment.
 func VerifyKey(key *ecdsa.PublicKey, q Quote, nonce []byte, pcrs map[uint][32]byte) (*tpm2.TPMSAttest, error) {
-	sig, err := strict[tpm2.TPMTSignature](q.Signature)
-	if err != nil {
-		return nil, fmt.Errorf("%w: signature: %v", ErrMalformed, err)
-	}
-	if sig.SigAlg != tpm2.TPMAlgECDSA {
-		return nil, fmt.Errorf("%w: signature algorithm %#x", ErrSignature, sig.SigAlg)
-	}
-	ecc, err := sig.Signature.ECDSA()
-	if err != nil || ecc.Hash != tpm2.TPMAlgSHA256 {
-		return nil, fmt.Errorf("%w: want an ECDSA SHA-256 signature", ErrSignature)
-	}
-	digest := sha256.Sum256(q.Attest)
-	r, s := new(big.Int).SetBytes(ecc.SignatureR.Buffer), new(big.Int).SetBytes(ecc.SignatureS.Buffer)
-	if !ecdsa.Verify(key, digest[:], r, s) {
-		return nil, ErrSignature
+	if err := verifySignature(key, q.Attest, q.Signature); err != nil {
+		return nil, err
 	}
 	// Signed by the AK, a restricted key: these bytes came from the TPM
 	// as they are, so parsing them needs no canonical-form check.
@@ -155,6 +142,54 @@ func VerifyKey(key *ecdsa.PublicKey, q Quote, nonce []byte, pcrs map[uint][32]by
 		return nil, ErrPCRs
 	}
 	return att, nil
+}
+
+// maxECDSAScalar bounds r and s: a P-521 scalar's bytes (the AK is P-256,
+// whose scalars take 32).
+const maxECDSAScalar = 66
+
+// parseECDSASignature reads a TPMT_SIGNATURE that must be ECDSA over
+// SHA-256 — sigAlg, hash, then r and s as TPM2B buffers, and nothing after
+// them — and returns r and s. The layout is fixed, so it is read by hand:
+// go-tpm's reflective unmarshalling (and marshalling back, to refuse
+// non-canonical input) cost a third of a whole attestation's verification.
+// FuzzParseECDSASignature holds it to go-tpm's reading.
+func parseECDSASignature(b []byte) (r, s []byte, err error) {
+	if len(b) < 2 {
+		return nil, nil, fmt.Errorf("%w: signature: %d bytes", ErrMalformed, len(b))
+	}
+	if alg := tpm2.TPMAlgID(binary.BigEndian.Uint16(b)); alg != tpm2.TPMAlgECDSA {
+		return nil, nil, fmt.Errorf("%w: signature algorithm %#x", ErrSignature, alg)
+	}
+	if len(b) < 4 {
+		return nil, nil, fmt.Errorf("%w: signature: no hash algorithm", ErrMalformed)
+	}
+	if h := tpm2.TPMAlgID(binary.BigEndian.Uint16(b[2:])); h != tpm2.TPMAlgSHA256 {
+		return nil, nil, fmt.Errorf("%w: want an ECDSA SHA-256 signature, not hash %#x", ErrSignature, h)
+	}
+	rest := b[4:]
+	buf := func() ([]byte, error) {
+		if len(rest) < 2 {
+			return nil, fmt.Errorf("%w: signature: truncated", ErrMalformed)
+		}
+		n := int(binary.BigEndian.Uint16(rest))
+		if n > maxECDSAScalar || len(rest)-2 < n {
+			return nil, fmt.Errorf("%w: signature: scalar of %d bytes", ErrMalformed, n)
+		}
+		v := rest[2 : 2+n]
+		rest = rest[2+n:]
+		return v, nil
+	}
+	if r, err = buf(); err != nil {
+		return nil, nil, err
+	}
+	if s, err = buf(); err != nil {
+		return nil, nil, err
+	}
+	if len(rest) != 0 {
+		return nil, nil, fmt.Errorf("%w: signature: %d trailing bytes", ErrMalformed, len(rest))
+	}
+	return r, s, nil
 }
 
 // selected lists the SHA-256 PCRs a selection names, ascending; a selection
