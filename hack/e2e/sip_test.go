@@ -33,8 +33,8 @@ type sipLab struct {
 	// bobCert, bobKey: bob's client certificate for Kamailio, which
 	// requires one (the phone presents its TPM-backed device certificate).
 	bobCert, bobKey string
-	m     *testutil.Mosquitto
-	watch *testutil.Collector // everything the phone publishes
+	m               *testutil.Mosquitto
+	watch           *testutil.Collector // everything the phone publishes
 }
 
 func newSIPLab(t *testing.T, users map[string]string) *sipLab {
