@@ -68,6 +68,9 @@ type Client struct {
 
 	certMu sync.Mutex
 	cert   *tls.Certificate // the device certificate with its TPM signer
+
+	tokenMu sync.Mutex
+	token   string // the attestation token, once unsealed
 }
 
 // ErrServer wraps a refusal from the server: its message says why.
@@ -146,13 +149,22 @@ func (cl *Client) Booted() (cel.Firmware, bool) {
 	return cel.Firmware{}, false
 }
 
-// enrolledFile records a finished enrollment.
-const enrolledFile = "enrolled.json"
+// enrolledFile records a finished enrollment; tokenFile keeps the
+// attestation token it gave, sealed to the TPM (a copy of the state
+// directory attests nowhere else).
+const (
+	enrolledFile = "enrolled.json"
+	tokenFile    = "token.sealed"
+)
 
-// Enrolled returns the recorded enrollment, if there is one.
+// Enrolled returns the recorded enrollment, if there is one with its
+// attestation token.
 func (cl *Client) Enrolled() (wire.Enrolled, bool) {
 	b, err := os.ReadFile(filepath.Join(cl.c.Dir, enrolledFile))
 	if err != nil {
+		return wire.Enrolled{}, false
+	}
+	if _, err := os.Stat(filepath.Join(cl.c.Dir, tokenFile)); err != nil {
 		return wire.Enrolled{}, false
 	}
 	var e wire.Enrolled
@@ -195,7 +207,27 @@ func (cl *Client) Enroll(ctx context.Context) (wire.Enrolled, error) {
 	if err != nil {
 		return out, fmt.Errorf("enrolling: %w", err)
 	}
-	b, _ := json.Marshal(out)
+	if !strings.HasPrefix(out.Token, wire.AttestTokenPrefix) || len(out.Token) > min(wire.MaxAttestToken, tpm.MaxSealedSecret) {
+		return out, fmt.Errorf("enrolling: %w: the server gave no usable attestation token", ErrServer)
+	}
+	// The token first: an enrollment record without it would not attest.
+	var blob tpm.SealedBlob
+	if err := cl.c.TPM.Exclusive(ctx, func(t transport.TPM) error {
+		var err error
+		blob, err = tpm.Seal(t, []byte(out.Token))
+		return err
+	}); err != nil {
+		return out, fmt.Errorf("sealing the attestation token: %w", err)
+	}
+	if err := blob.WriteFile(filepath.Join(cl.c.Dir, tokenFile)); err != nil {
+		return out, err
+	}
+	cl.tokenMu.Lock()
+	cl.token = out.Token
+	cl.tokenMu.Unlock()
+	rec := out
+	rec.Token = ""
+	b, _ := json.Marshal(rec)
 	if err := atomicfile.WriteFile(filepath.Join(cl.c.Dir, enrolledFile), b, 0o600); err != nil {
 		return out, err
 	}
@@ -210,11 +242,15 @@ func (cl *Client) Attest(ctx context.Context, version string) (wire.Verdict, err
 		nr wire.NonceResponse
 		v  wire.Verdict
 	)
-	if err := cl.post(ctx, "/v1/attest/nonce", wire.NonceRequest{Device: cl.c.Device}, &nr); err != nil {
+	token, err := cl.attestToken(ctx)
+	if err != nil {
 		return v, err
 	}
-	req := wire.AttestRequest{Device: cl.c.Device, Nonce: nr.Nonce, Version: version}
-	err := cl.c.TPM.Exclusive(ctx, func(t transport.TPM) error {
+	if err := cl.post(ctx, "/v1/attest/nonce", wire.NonceRequest{Device: cl.c.Device, Token: token}, &nr); err != nil {
+		return v, err
+	}
+	req := wire.AttestRequest{Device: cl.c.Device, Token: token, Nonce: nr.Nonce, Version: version}
+	err = cl.c.TPM.Exclusive(ctx, func(t transport.TPM) error {
 		a, err := tpm.NewAttestor(t)
 		if err != nil {
 			return err
@@ -246,6 +282,38 @@ func (cl *Client) Attest(ctx context.Context, version string) (wire.Verdict, err
 	cl.log.Log(ctx, lvl, "attestation verdict", "outcome", v.Outcome, "reason", v.Reason, "detail", v.Detail)
 	return v, nil
 }
+
+// ErrNoToken: the phone has no usable attestation token (never enrolled,
+// or its sealed token is lost or does not unseal in this TPM): it must
+// enroll again.
+var ErrNoToken = errors.New("no attestation token: enroll again")
+
+// attestToken is the token the enrollment gave, unsealed once.
+func (cl *Client) attestToken(ctx context.Context) (string, error) {
+	cl.tokenMu.Lock()
+	defer cl.tokenMu.Unlock()
+	if cl.token != "" {
+		return cl.token, nil
+	}
+	blob, err := tpm.ReadSealedBlob(filepath.Join(cl.c.Dir, tokenFile))
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", ErrNoToken, err)
+	}
+	var b []byte
+	if err := cl.c.TPM.Exclusive(ctx, func(t transport.TPM) error {
+		var err error
+		b, err = tpm.Unseal(t, blob)
+		return err
+	}); err != nil {
+		return "", fmt.Errorf("%w: unsealing: %w", ErrNoToken, err)
+	}
+	cl.token = string(b)
+	return cl.token, nil
+}
+
+// AttestToken returns the attestation token (tests that speak the
+// protocol by hand need it).
+func (cl *Client) AttestToken(ctx context.Context) (string, error) { return cl.attestToken(ctx) }
 
 func (cl *Client) post(ctx context.Context, path string, in, out any) error {
 	body, err := json.Marshal(in)

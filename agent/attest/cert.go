@@ -92,11 +92,15 @@ func (cl *Client) RenewDue() bool {
 func (cl *Client) RenewCertificate(ctx context.Context) error {
 	keyPath := filepath.Join(cl.c.Dir, deviceKeyFile)
 	var nr wire.NonceResponse
-	if err := cl.post(ctx, "/v1/attest/nonce", wire.NonceRequest{Device: cl.c.Device}, &nr); err != nil {
+	token, err := cl.attestToken(ctx)
+	if err != nil {
+		return err
+	}
+	if err := cl.post(ctx, "/v1/attest/nonce", wire.NonceRequest{Device: cl.c.Device, Token: token}, &nr); err != nil {
 		return err
 	}
 	req := wire.CertRequest{Device: cl.c.Device, Nonce: nr.Nonce}
-	err := cl.c.TPM.Exclusive(ctx, func(t transport.TPM) error {
+	err = cl.c.TPM.Exclusive(ctx, func(t transport.TPM) error {
 		a, err := tpm.NewAttestor(t)
 		if err != nil {
 			return err

@@ -143,10 +143,10 @@ func attestBurst(cfg config, repo attestRepo) (row, error) {
 	defer srv.Close()
 
 	type phone struct {
-		id  string
-		ak  *quotetest.AK
-		log []byte
-		pcr [32]byte
+		id, token string
+		ak        *quotetest.AK
+		log       []byte
+		pcr       [32]byte
 	}
 	ps := make([]phone, phones)
 	now := time.Now().UTC()
@@ -156,10 +156,11 @@ func attestBurst(cfg config, repo attestRepo) (row, error) {
 		if err != nil {
 			return row{}, err
 		}
-		ps[i] = phone{id: fmt.Sprintf("burst-%04d", i), ak: c.ak, log: c.ev.Log, pcr: cel.Replay(recs)[14]}
+		ps[i] = phone{id: fmt.Sprintf("burst-%04d", i), token: fmt.Sprintf("%sburst-%04d", wire.AttestTokenPrefix, i), ak: c.ak, log: c.ev.Log, pcr: cel.Replay(recs)[14]}
 		ek := sha256.Sum256([]byte(ps[i].id))
+		th := sha256.Sum256([]byte(ps[i].token))
 		if err := st.Enroll(ctx, store.Identity{Device: ps[i].id, Tenant: "default", Model: "dt100", EKHash: ek[:], EKPublic: ek[:],
-			AKPublic: c.ak.Public(), Method: store.EnrollApproved}, now); err != nil {
+			AKPublic: c.ak.Public(), TokenHash: th[:], Method: store.EnrollApproved}, now); err != nil {
 			return row{}, fmt.Errorf("attest: enrolling %s: %w", ps[i].id, err)
 		}
 	}
@@ -194,12 +195,12 @@ func attestBurst(cfg config, repo attestRepo) (row, error) {
 			defer wg.Done()
 			p := ps[i]
 			var n wire.NonceResponse
-			if errs[i] = post("/v1/attest/nonce", wire.NonceRequest{Device: p.id}, &n); errs[i] != nil {
+			if errs[i] = post("/v1/attest/nonce", wire.NonceRequest{Device: p.id, Token: p.token}, &n); errs[i] != nil {
 				return
 			}
 			q := p.ak.Quote(n.Nonce, map[uint][32]byte{14: p.pcr})
 			var v wire.Verdict
-			if errs[i] = post("/v1/attest", wire.AttestRequest{Device: p.id, Nonce: n.Nonce, Quote: wire.Quote{Attest: q.Attest, Signature: q.Signature},
+			if errs[i] = post("/v1/attest", wire.AttestRequest{Device: p.id, Token: p.token, Nonce: n.Nonce, Quote: wire.Quote{Attest: q.Attest, Signature: q.Signature},
 				Log: p.log, Version: "1.1.0"}, &v); errs[i] != nil {
 				return
 			}

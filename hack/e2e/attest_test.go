@@ -112,6 +112,18 @@ func (l *attestLab) client() (*agentattest.Client, *tpm.Shared) {
 	return cl, sh
 }
 
+// attestToken is the phone's attestation token, unsealed from its state.
+func (l *attestLab) attestToken() string {
+	l.t.Helper()
+	cl, sh := l.client()
+	defer sh.Close()
+	tok, err := cl.AttestToken(context.Background())
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	return tok
+}
+
 // post sends a device request to the API and decodes the answer.
 func (l *attestLab) post(path string, in, out any) int {
 	l.t.Helper()
@@ -138,7 +150,7 @@ func (l *attestLab) post(path string, in, out any) int {
 func (l *attestLab) quoteWith(spec string) (nonce []byte, q wire.Quote, pcr [32]byte) {
 	l.t.Helper()
 	var nr wire.NonceResponse
-	if code := l.post("/v1/attest/nonce", wire.NonceRequest{Device: l.phone}, &nr); code != http.StatusOK {
+	if code := l.post("/v1/attest/nonce", wire.NonceRequest{Device: l.phone, Token: l.attestToken()}, &nr); code != http.StatusOK {
 		l.t.Fatalf("nonce: %d", code)
 	}
 	t, err := tpm.Open(context.Background(), spec)
@@ -397,15 +409,42 @@ func TestAttestationAttacks(t *testing.T) {
 			t.Fatal(err)
 		}
 		var v wire.Verdict
-		l.post("/v1/attest", wire.AttestRequest{Device: l.phone, Nonce: ev.Nonce, Quote: wire.Quote{Attest: ev.Quote, Signature: ev.Signature}, Log: ev.Log}, &v)
+		l.post("/v1/attest", wire.AttestRequest{Device: l.phone, Token: l.attestToken(), Nonce: ev.Nonce, Quote: wire.Quote{Attest: ev.Quote, Signature: ev.Signature}, Log: ev.Log}, &v)
 		expect(t, attest.ReasonNonce, genuine)
 	})
 
 	t.Run("QuoteByAnotherTPMsAK", func(t *testing.T) {
 		nonce, q, _ := l.quoteWith(other.Spec)
 		var v wire.Verdict
-		l.post("/v1/attest", wire.AttestRequest{Device: l.phone, Nonce: nonce, Quote: q, Log: l.log()}, &v)
+		l.post("/v1/attest", wire.AttestRequest{Device: l.phone, Token: l.attestToken(), Nonce: nonce, Quote: q, Log: l.log()}, &v)
 		expect(t, attest.ReasonSignature, genuine)
+	})
+
+	// Someone who knows the phone's ID but not its attestation token gets
+	// no nonce and cannot have a verdict recorded: nothing changes.
+	t.Run("SomeoneWithoutTheToken", func(t *testing.T) {
+		before, alerted := len(l.history()), l.alerts("attestation-untrusted")
+		for _, tok := range []string{"", wire.AttestTokenPrefix + "guessed", l.attestToken() + "x"} {
+			if code := l.post("/v1/attest/nonce", wire.NonceRequest{Device: l.phone, Token: tok}, nil); code != http.StatusUnauthorized {
+				t.Errorf("nonce with token %q: %d, want 401", tok, code)
+			}
+			nonce, q, _ := l.quoteWith(other.Spec)
+			if code := l.post("/v1/attest", wire.AttestRequest{Device: l.phone, Token: tok, Nonce: nonce, Quote: q, Log: l.log()}, nil); code != http.StatusUnauthorized {
+				t.Errorf("attestation with token %q: %d, want 401", tok, code)
+			}
+		}
+		if n := len(l.history()); n != before {
+			t.Errorf("history grew from %d to %d verdicts", before, n)
+		}
+		if a := l.attestation(); a != attest.Trusted {
+			t.Errorf("attestation = %q, want still trusted", a)
+		}
+		if n := l.alerts("attestation-untrusted"); n != alerted {
+			t.Errorf("alerts: %d, want %d", n, alerted)
+		}
+		if !l.connectsAsPhone() {
+			t.Error("the broker refuses the phone")
+		}
 	})
 
 	t.Run("LogEntryRemoved", func(t *testing.T) {
@@ -427,7 +466,7 @@ func TestAttestationAttacks(t *testing.T) {
 			short = cel.Append(short, r)
 		}
 		var v wire.Verdict
-		l.post("/v1/attest", wire.AttestRequest{Device: l.phone, Nonce: nonce, Quote: q, Log: short}, &v)
+		l.post("/v1/attest", wire.AttestRequest{Device: l.phone, Token: l.attestToken(), Nonce: nonce, Quote: q, Log: short}, &v)
 		expect(t, attest.ReasonReplay, genuineBoot)
 	})
 
@@ -439,7 +478,7 @@ func TestAttestationAttacks(t *testing.T) {
 			t.Fatal("the log names no 1.0.0 to edit")
 		}
 		var v wire.Verdict
-		l.post("/v1/attest", wire.AttestRequest{Device: l.phone, Nonce: nonce, Quote: q, Log: edited}, &v)
+		l.post("/v1/attest", wire.AttestRequest{Device: l.phone, Token: l.attestToken(), Nonce: nonce, Quote: q, Log: edited}, &v)
 		expect(t, attest.ReasonLog, genuine)
 	})
 

@@ -44,11 +44,23 @@ type Enrolled struct {
 	Device string `json:"device"`
 	Tenant string `json:"tenant"`
 	Method string `json:"method"`
+	// Token is the device's attestation token, given once: its nonce and
+	// attestation requests carry it, so that a verdict is only ever
+	// reached on what the device itself sent. The agent keeps it sealed
+	// to its TPM; the server keeps its SHA-256.
+	Token string `json:"token"`
 }
+
+// AttestTokenPrefix starts every attestation token.
+const AttestTokenPrefix = "dtat_"
+
+// MaxAttestToken bounds an attestation token in a request.
+const MaxAttestToken = 128
 
 // NonceRequest asks for an attestation nonce.
 type NonceRequest struct {
 	Device string `json:"device"`
+	Token  string `json:"token"`
 }
 
 // NonceResponse carries a nonce, single use, until Expires.
@@ -66,6 +78,7 @@ type Quote struct {
 // AttestRequest is one attestation.
 type AttestRequest struct {
 	Device string `json:"device"`
+	Token  string `json:"token"` // the device's attestation token (Enrolled.Token)
 	Nonce  []byte `json:"nonce"`
 	Quote  Quote  `json:"quote"`
 	Log    []byte `json:"log"` // the boot's measurement log, CEL TLV

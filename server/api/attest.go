@@ -25,7 +25,7 @@ import (
 type Attestation interface {
 	BeginEnroll(ctx context.Context, req attest.EnrollRequest) (attest.EnrollChallenge, error)
 	FinishEnroll(ctx context.Context, handle string, secret []byte) (attest.Enrolled, error)
-	Nonce(ctx context.Context, device string) ([]byte, error)
+	Nonce(ctx context.Context, device, token string) ([]byte, error)
 	Attest(ctx context.Context, req attest.AttestRequest) (attest.Result, error)
 	Status(d store.Device) string
 	Certify(ctx context.Context, req attest.CertRequest) (wire.CertResponse, error)
@@ -82,6 +82,8 @@ func (a *API) attestation(w http.ResponseWriter) bool {
 // in the reason is secret (the EK hash is the phone's own).
 func attestError(w http.ResponseWriter, err error) {
 	switch {
+	case errors.Is(err, attest.ErrUnauthenticated):
+		writeError(w, http.StatusUnauthorized, err.Error())
 	case errors.Is(err, attest.ErrHijack):
 		writeError(w, http.StatusConflict, err.Error())
 	case errors.Is(err, attest.ErrRefused):
@@ -142,7 +144,7 @@ func (a *API) attestNonce(w http.ResponseWriter, r *http.Request) {
 		attestError(w, fmt.Errorf("%w: bad device id", ErrForm))
 		return
 	}
-	n, err := a.opts.Attest.Nonce(r.Context(), req.Device)
+	n, err := a.opts.Attest.Nonce(r.Context(), req.Device, req.Token)
 	if err != nil {
 		attestError(w, err)
 		return

@@ -5,7 +5,9 @@ import (
 	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/subtle"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
@@ -122,7 +124,33 @@ var (
 	ErrNotEnrolled = errors.New("device not enrolled")
 	// ErrBadRequest: a malformed request.
 	ErrBadRequest = errors.New("bad attestation request")
+	// ErrUnauthenticated: a nonce or attestation request without the
+	// device's attestation token. Nothing is recorded: whoever knows a
+	// device ID must not be able to have it judged untrusted.
+	ErrUnauthenticated = errors.New("not the device's attestation token")
 )
+
+// newAttestToken makes a device's attestation token and its hash, the
+// one thing the server keeps of it.
+func newAttestToken() (string, []byte) {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b) // never fails (crypto/rand)
+	token := wire.AttestTokenPrefix + base64.RawURLEncoding.EncodeToString(b)
+	h := sha256.Sum256([]byte(token))
+	return token, h[:]
+}
+
+// checkToken accepts only the token whose hash id keeps.
+func checkToken(id store.Identity, token string) error {
+	if token == "" || len(token) > wire.MaxAttestToken {
+		return fmt.Errorf("%w: %s", ErrUnauthenticated, id.Device)
+	}
+	h := sha256.Sum256([]byte(token))
+	if subtle.ConstantTimeCompare(h[:], id.TokenHash) != 1 {
+		return fmt.Errorf("%w: %s", ErrUnauthenticated, id.Device)
+	}
+	return nil
+}
 
 // EnrollRequest is the first step of enrollment, from the agent.
 type EnrollRequest = wire.EnrollRequest
@@ -305,6 +333,8 @@ func (s *Service) FinishEnroll(ctx context.Context, handle string, secret []byte
 	if !CheckResponse(p.secret, secret) {
 		return Enrolled{}, s.refuse(ctx, req, p.id.Tenant, fmt.Errorf("%w: the credential was not activated: the AK is not that TPM's", ErrRefused))
 	}
+	token, hash := newAttestToken()
+	p.id.TokenHash = hash
 	if err := s.o.Store.Enroll(ctx, p.id, now); err != nil {
 		switch {
 		case errors.Is(err, store.ErrIdentity):
@@ -315,15 +345,20 @@ func (s *Service) FinishEnroll(ctx context.Context, handle string, secret []byte
 		return Enrolled{}, err
 	}
 	s.log.Info("device enrolled", "device", p.id.Device, "tenant", p.id.Tenant, "method", p.id.Method, "grant", p.id.Grant)
-	return Enrolled{Device: p.id.Device, Tenant: p.id.Tenant, Method: p.id.Method}, nil
+	return Enrolled{Device: p.id.Device, Tenant: p.id.Tenant, Method: p.id.Method, Token: token}, nil
 }
 
-// Nonce issues a single-use nonce for an enrolled device.
-func (s *Service) Nonce(ctx context.Context, device string) ([]byte, error) {
-	if _, err := s.o.Store.Identity(ctx, device); err != nil {
+// Nonce issues a single-use nonce for an enrolled device that presents
+// its attestation token.
+func (s *Service) Nonce(ctx context.Context, device, token string) ([]byte, error) {
+	id, err := s.o.Store.Identity(ctx, device)
+	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return nil, fmt.Errorf("%w: %s", ErrNotEnrolled, device)
 		}
+		return nil, err
+	}
+	if err := checkToken(id, token); err != nil {
 		return nil, err
 	}
 	return s.nonces.Issue(device), nil
@@ -345,6 +380,9 @@ func (s *Service) Attest(ctx context.Context, req AttestRequest) (Result, error)
 		return Result{}, fmt.Errorf("%w: %s", ErrNotEnrolled, req.Device)
 	}
 	if err != nil {
+		return Result{}, err
+	}
+	if err := checkToken(id, req.Token); err != nil {
 		return Result{}, err
 	}
 	// The version is judged twice: what the agent says it booted, in the

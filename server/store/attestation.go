@@ -18,9 +18,13 @@ type Identity struct {
 	EKHash, EKPublic []byte
 	EKCert           []byte // nil when an operator approved the EK
 	AKPublic         []byte
-	Method           string // EnrollEKCert or EnrollApproved
-	Grant            string // the grant that let it enroll
-	Enrolled         time.Time
+	// TokenHash is the SHA-256 of the attestation token the device was
+	// given at enrollment: its nonce and attestation requests carry the
+	// token, so that nobody else can have a verdict recorded against it.
+	TokenHash []byte
+	Method    string // EnrollEKCert or EnrollApproved
+	Grant     string // the grant that let it enroll
+	Enrolled  time.Time
 }
 
 // How an enrolled TPM was trusted.
@@ -127,8 +131,8 @@ func checkTPMIdentity(id Identity) error {
 	if err := checkIDs(id.Tenant, id.Device); err != nil {
 		return fmt.Errorf("store: enrolling: %w", err)
 	}
-	if len(id.EKHash) != 32 || len(id.EKPublic) == 0 || len(id.AKPublic) == 0 || id.Method == "" {
-		return fmt.Errorf("store: enrolling %s: %w: EK hash, EK, AK and method are required", id.Device, wire.ErrInvalid)
+	if len(id.EKHash) != 32 || len(id.EKPublic) == 0 || len(id.AKPublic) == 0 || len(id.TokenHash) != 32 || id.Method == "" {
+		return fmt.Errorf("store: enrolling %s: %w: EK hash, EK, AK, token hash and method are required", id.Device, wire.ErrInvalid)
 	}
 	return checkText(id.Model, id.Method, id.Grant)
 }
@@ -265,10 +269,10 @@ func (s *SQLite) Enroll(ctx context.Context, id Identity, at time.Time) error {
 		return fmt.Errorf("store: enrolling %s: %w: the device is in another tenant", id.Device, ErrConflict)
 	}
 	if _, err := tx.ExecContext(ctx, `
-INSERT INTO device_identities (device, tenant, model, ek_hash, ek_public, ek_cert, ak_public, method, grant_id, enrolled)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (device) DO UPDATE SET ak_public = excluded.ak_public, model = excluded.model, enrolled = excluded.enrolled`,
-		id.Device, id.Tenant, id.Model, id.EKHash, id.EKPublic, nilIfEmpty(id.EKCert), id.AKPublic, id.Method, id.Grant, micros(at)); err != nil {
+INSERT INTO device_identities (device, tenant, model, ek_hash, ek_public, ek_cert, ak_public, token_hash, method, grant_id, enrolled)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (device) DO UPDATE SET ak_public = excluded.ak_public, token_hash = excluded.token_hash, model = excluded.model, enrolled = excluded.enrolled`,
+		id.Device, id.Tenant, id.Model, id.EKHash, id.EKPublic, nilIfEmpty(id.EKCert), id.AKPublic, id.TokenHash, id.Method, id.Grant, micros(at)); err != nil {
 		return fmt.Errorf("store: enrolling %s: %w", id.Device, err)
 	}
 	if err := tx.Commit(); err != nil {
@@ -290,8 +294,8 @@ func (s *SQLite) Identity(ctx context.Context, device string) (Identity, error) 
 		id       Identity
 		enrolled int64
 	)
-	err := s.r.QueryRowContext(ctx, `SELECT device, tenant, model, ek_hash, ek_public, ek_cert, ak_public, method, grant_id, enrolled FROM device_identities WHERE device = ?`, device).
-		Scan(&id.Device, &id.Tenant, &id.Model, &id.EKHash, &id.EKPublic, &id.EKCert, &id.AKPublic, &id.Method, &id.Grant, &enrolled)
+	err := s.r.QueryRowContext(ctx, `SELECT device, tenant, model, ek_hash, ek_public, ek_cert, ak_public, token_hash, method, grant_id, enrolled FROM device_identities WHERE device = ?`, device).
+		Scan(&id.Device, &id.Tenant, &id.Model, &id.EKHash, &id.EKPublic, &id.EKCert, &id.AKPublic, &id.TokenHash, &id.Method, &id.Grant, &enrolled)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Identity{}, ErrNotFound
 	}

@@ -121,10 +121,10 @@ func (s *Postgres) Enroll(ctx context.Context, id Identity, at time.Time) error 
 		return fmt.Errorf("store: enrolling %s: %w: the device is in another tenant", id.Device, ErrConflict)
 	}
 	if _, err := tx.Exec(ctx, `
-INSERT INTO device_identities (device, tenant, model, ek_hash, ek_public, ek_cert, ak_public, method, grant_id, enrolled)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-ON CONFLICT (device) DO UPDATE SET ak_public = excluded.ak_public, model = excluded.model, enrolled = excluded.enrolled`,
-		id.Device, id.Tenant, id.Model, id.EKHash, id.EKPublic, nilIfEmpty(id.EKCert), id.AKPublic, id.Method, id.Grant, at); err != nil {
+INSERT INTO device_identities (device, tenant, model, ek_hash, ek_public, ek_cert, ak_public, token_hash, method, grant_id, enrolled)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+ON CONFLICT (device) DO UPDATE SET ak_public = excluded.ak_public, token_hash = excluded.token_hash, model = excluded.model, enrolled = excluded.enrolled`,
+		id.Device, id.Tenant, id.Model, id.EKHash, id.EKPublic, nilIfEmpty(id.EKCert), id.AKPublic, id.TokenHash, id.Method, id.Grant, at); err != nil {
 		return fmt.Errorf("store: enrolling %s: %w", id.Device, err)
 	}
 	if err := tx.Commit(ctx); err != nil {
@@ -136,8 +136,8 @@ ON CONFLICT (device) DO UPDATE SET ak_public = excluded.ak_public, model = exclu
 // Identity implements Attestations.
 func (s *Postgres) Identity(ctx context.Context, device string) (Identity, error) {
 	var id Identity
-	err := s.pool.QueryRow(ctx, `SELECT device, tenant, model, ek_hash, ek_public, ek_cert, ak_public, method, grant_id, enrolled FROM device_identities WHERE device = $1`, device).
-		Scan(&id.Device, &id.Tenant, &id.Model, &id.EKHash, &id.EKPublic, &id.EKCert, &id.AKPublic, &id.Method, &id.Grant, &id.Enrolled)
+	err := s.pool.QueryRow(ctx, `SELECT device, tenant, model, ek_hash, ek_public, ek_cert, ak_public, token_hash, method, grant_id, enrolled FROM device_identities WHERE device = $1`, device).
+		Scan(&id.Device, &id.Tenant, &id.Model, &id.EKHash, &id.EKPublic, &id.EKCert, &id.AKPublic, &id.TokenHash, &id.Method, &id.Grant, &id.Enrolled)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Identity{}, ErrNotFound
 	}

@@ -41,7 +41,7 @@ func ekHash(s string) []byte { h := sha256.Sum256([]byte(s)); return h[:] }
 
 func identity(device, tenant, ek, grant string) store.Identity {
 	return store.Identity{Device: device, Tenant: tenant, Model: "dt100", EKHash: ekHash(ek), EKPublic: []byte("ek-" + ek),
-		AKPublic: []byte("ak-" + ek), Method: store.EnrollEKCert, Grant: grant}
+		AKPublic: []byte("ak-" + ek), TokenHash: ekHash("token-" + ek), Method: store.EnrollEKCert, Grant: grant}
 }
 
 func testGrantsSingleUse(t *testing.T, s AttestationStore) {
@@ -103,7 +103,7 @@ func testOneTPMOneDevice(t *testing.T, s AttestationStore) {
 		t.Fatal(err)
 	}
 	got, err := s.Identity(ctx, "d1")
-	if err != nil || !bytes.Equal(got.EKHash, ekHash("ek1")) || got.Tenant != "acme" || !got.Enrolled.Equal(at0) || got.EKCert != nil {
+	if err != nil || !bytes.Equal(got.EKHash, ekHash("ek1")) || !bytes.Equal(got.TokenHash, ekHash("token-ek1")) || got.Tenant != "acme" || !got.Enrolled.Equal(at0) || got.EKCert != nil {
 		t.Fatalf("Identity = %+v, %v", got, err)
 	}
 	if d, err := s.Device(ctx, "d1"); err != nil || d.Tenant != "acme" {
@@ -111,12 +111,18 @@ func testOneTPMOneDevice(t *testing.T, s AttestationStore) {
 	}
 	// Same TPM again: a re-enrollment, the AK is replaced.
 	again := identity("d1", "acme", "ek1", "")
-	again.AKPublic = []byte("ak-new")
+	again.AKPublic, again.TokenHash = []byte("ak-new"), ekHash("token-new")
 	if err := s.Enroll(ctx, again, at0.Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := s.Identity(ctx, "d1"); string(got.AKPublic) != "ak-new" {
-		t.Fatalf("AK after re-enrollment = %q", got.AKPublic)
+	if got, _ := s.Identity(ctx, "d1"); string(got.AKPublic) != "ak-new" || !bytes.Equal(got.TokenHash, ekHash("token-new")) {
+		t.Fatalf("AK and token after re-enrollment = %q, %x", got.AKPublic, got.TokenHash)
+	}
+	// An identity without a token hash is refused.
+	bad := identity("d9", "acme", "ek9", "")
+	bad.TokenHash = nil
+	if err := s.Enroll(ctx, bad, at0); err == nil {
+		t.Fatal("an identity without a token hash was enrolled")
 	}
 	// Another TPM for the device: a hijack.
 	if err := s.Enroll(ctx, identity("d1", "acme", "ek-evil", ""), at0.Add(2*time.Hour)); !errors.Is(err, store.ErrIdentity) {

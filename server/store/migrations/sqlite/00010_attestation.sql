@@ -11,6 +11,7 @@ CREATE TABLE device_identities (
 	ek_public BLOB    NOT NULL,
 	ek_cert   BLOB,                    -- NULL when the EK was approved by an operator
 	ak_public BLOB    NOT NULL,
+	token_hash BLOB   NOT NULL,        -- SHA-256 of the attestation token the device got at enrollment
 	method    TEXT    NOT NULL,        -- how the TPM was trusted: ek-cert | approved
 	grant_id  TEXT    NOT NULL,        -- the grant that let it enroll
 	enrolled  INTEGER NOT NULL
