@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dialtone-dev/dialtone/server/mqttingest"
 )
 
 // nolossServer is one deployment under TestNoLossNoDuplicates: a broker the
@@ -210,9 +212,14 @@ func testNoLoss(t *testing.T, fleetsim string, srv nolossServer) {
 
 	// With an external broker the devices' PUBACKs come from the broker,
 	// which queues the reports for the server: wait until the server has
-	// drained that queue (the store stops growing), at most a minute.
+	// drained that queue. The store may stand still for as long as the
+	// server's reconnect backoff (a full queue makes it reconnect to get
+	// the reports again, and repeated reconnects back off up to
+	// mqttingest.DefaultMaxBackoff): only a store that stands still longer
+	// than that has stopped growing. At most two minutes.
+	quiet := mqttingest.DefaultMaxBackoff + 5*time.Second
 	evs := srv.Events(t, nolossTenant)
-	for last, still := len(evs), time.Now(); len(evs) < nolossDevices*nolossEvents && time.Since(still) < 5*time.Second && time.Since(t0) < finished+time.Minute; {
+	for last, still := len(evs), time.Now(); len(evs) < nolossDevices*nolossEvents && time.Since(still) < quiet && time.Since(t0) < finished+2*time.Minute; {
 		time.Sleep(250 * time.Millisecond)
 		if evs = srv.Events(t, nolossTenant); len(evs) != last {
 			last, still = len(evs), time.Now()
