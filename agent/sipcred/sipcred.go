@@ -7,6 +7,8 @@ package sipcred
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -124,10 +126,13 @@ func (c Credential) String() string {
 	return fmt.Sprintf("sip credential (auth user %q, updated %s)", c.AuthUser, c.Updated.Format(time.RFC3339))
 }
 
-// meta is metaFile's content.
+// meta is metaFile's content. Sealed is the SHA-256 of the sealed file it
+// goes with: the two are written one after the other, and a crash between
+// them must not pair a new password with an old auth user.
 type meta struct {
 	AuthUser string    `json:"auth_user,omitempty"`
 	Updated  time.Time `json:"updated"`
+	Sealed   string    `json:"sealed_sha256"`
 }
 
 // Store keeps the device's SIP credential.
@@ -206,14 +211,12 @@ func (s *Store) load(ctx context.Context) (Credential, error) {
 		}
 		return Credential{}, fmt.Errorf("%w: %w", ErrUnseal, err)
 	}
-	c := Credential{Password: string(pw)}
-	if b, err := os.ReadFile(filepath.Join(s.c.Dir, metaFile)); err == nil && len(b) <= maxAnswer {
-		var m meta
-		if json.Unmarshal(b, &m) == nil {
-			c.AuthUser, c.Updated = m.AuthUser, m.Updated
-		}
+	b, err := os.ReadFile(filepath.Join(s.c.Dir, metaFile))
+	var m meta
+	if err != nil || len(b) > maxAnswer || json.Unmarshal(b, &m) != nil || m.Sealed != sealedSum(blob) {
+		return Credential{}, fmt.Errorf("%w: its record (%s) is missing or belongs to another sealed password", ErrUnseal, metaFile)
 	}
-	return c, nil
+	return Credential{Password: string(pw), AuthUser: m.AuthUser, Updated: m.Updated}, nil
 }
 
 func (s *Store) refreshLocked(ctx context.Context) (Credential, error) {
@@ -230,11 +233,13 @@ func (s *Store) refreshLocked(ctx context.Context) (Credential, error) {
 	if err != nil {
 		return Credential{}, fmt.Errorf("sealing the sip password: %w", err)
 	}
-	m, _ := json.Marshal(meta{AuthUser: c.AuthUser, Updated: c.Updated})
-	if err := atomicfile.WriteFile(filepath.Join(s.c.Dir, metaFile), m, 0o600); err != nil {
+	// The sealed password, then its record naming it: after a crash
+	// between the two, load refuses the pair and Get fetches again.
+	if err := blob.WriteFile(filepath.Join(s.c.Dir, PasswordFile)); err != nil {
 		return Credential{}, err
 	}
-	if err := blob.WriteFile(filepath.Join(s.c.Dir, PasswordFile)); err != nil {
+	m, _ := json.Marshal(meta{AuthUser: c.AuthUser, Updated: c.Updated, Sealed: sealedSum(blob)})
+	if err := atomicfile.WriteFile(filepath.Join(s.c.Dir, metaFile), m, 0o600); err != nil {
 		return Credential{}, err
 	}
 	s.log.Info("sip password fetched and sealed to the TPM", "updated", c.Updated)
@@ -290,6 +295,12 @@ func parseAnswer(b []byte, device string) (Credential, error) {
 		return Credential{}, fmt.Errorf("%w: control characters or an over-long auth user", ErrBadCredential)
 	}
 	return Credential{AuthUser: a.AuthUser, Password: a.Password, Updated: a.Updated}, nil
+}
+
+// sealedSum identifies a sealed file's content.
+func sealedSum(b tpm.SealedBlob) string {
+	h := sha256.Sum256(b.Marshal())
+	return hex.EncodeToString(h[:])
 }
 
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f }

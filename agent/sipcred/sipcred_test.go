@@ -205,6 +205,24 @@ func TestSealedCredential(t *testing.T) {
 		t.Fatalf("Load after the refetch = %q, %v", c.Password, err)
 	}
 
+	// A crash between writing the sealed password and its record: the
+	// record names another sealed file. Load refuses the pair; Get fetches.
+	rec := filepath.Join(dir, metaFile)
+	old, err := os.ReadFile(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(rec, bytes.Replace(old, []byte(`"sealed_sha256":"`), []byte(`"sealed_sha256":"00`), 1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Load(ctx); !errors.Is(err, ErrUnseal) {
+		t.Fatalf("Load with a record of another sealed file = %v; want ErrUnseal", err)
+	}
+	before = a.calls.Load()
+	if c, err := s.Get(ctx); err != nil || c.Password != pw || a.calls.Load() != before+1 {
+		t.Fatalf("Get after a torn write = %q, %v (%d calls)", c.Password, err, a.calls.Load()-before)
+	}
+
 	// The registrar refuses the old password: Refresh takes the new one.
 	const pw2 = "r0tated-password"
 	a.set("phone-1", pw2, true)
