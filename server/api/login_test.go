@@ -32,9 +32,23 @@ type loginStore interface {
 	store.Users
 }
 
+// testStore is every store interface the API's store-backed tests use;
+// SQLite and PostgreSQL both satisfy it.
+type testStore interface {
+	loginStore
+	sipStore
+}
+
 // forEachLoginStore runs fn on a fresh SQLite store and a fresh
 // PostgreSQL schema.
 func forEachLoginStore(t *testing.T, fn func(t *testing.T, st loginStore)) {
+	forEachStore(t, "dialtone_api_test_", func(t *testing.T, st testStore) { fn(t, st) })
+}
+
+// forEachStore runs fn on a fresh SQLite store and on a fresh PostgreSQL
+// schema named prefix plus random hex (DIALTONE_TEST_POSTGRES, default the
+// local trust-auth server), dropped afterwards.
+func forEachStore(t *testing.T, prefix string, fn func(t *testing.T, st testStore)) {
 	t.Run("sqlite", func(t *testing.T) {
 		st, err := store.OpenSQLite(t.Context(), filepath.Join(t.TempDir(), "db.sqlite"))
 		if err != nil {
@@ -50,10 +64,10 @@ func forEachLoginStore(t *testing.T, fn func(t *testing.T, st loginStore)) {
 		}
 		b := make([]byte, 8)
 		_, _ = rand.Read(b)
-		schema := "dialtone_api_test_" + hex.EncodeToString(b)
+		schema := prefix + hex.EncodeToString(b)
 		st, err := store.OpenPostgres(t.Context(), dsn, store.WithSchema(schema))
 		if err != nil {
-			t.Fatalf("OpenPostgres: %v (set DIALTONE_TEST_POSTGRES)", err)
+			t.Fatalf("OpenPostgres: %v (start PostgreSQL on 127.0.0.1:5432 with trust auth, or set DIALTONE_TEST_POSTGRES)", err)
 		}
 		t.Cleanup(func() {
 			st.Close()

@@ -9,13 +9,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/hex"
 	"encoding/json"
 	"io"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -28,7 +26,6 @@ import (
 	"github.com/dialtone-dev/dialtone/server/devca"
 	"github.com/dialtone-dev/dialtone/server/sipsecret"
 	"github.com/dialtone-dev/dialtone/server/store"
-	"github.com/jackc/pgx/v5"
 )
 
 // sipStore is what the SIP credential tests need of a store: SQLite and
@@ -42,42 +39,9 @@ type sipStore interface {
 }
 
 // forEachSIPStore runs fn on a fresh SQLite store and a fresh PostgreSQL
-// schema (DIALTONE_TEST_POSTGRES, default the local trust-auth server).
+// schema.
 func forEachSIPStore(t *testing.T, fn func(t *testing.T, st sipStore)) {
-	t.Run("sqlite", func(t *testing.T) {
-		st, err := store.OpenSQLite(t.Context(), filepath.Join(t.TempDir(), "db.sqlite"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = st.Close() })
-		fn(t, st)
-	})
-	t.Run("postgres", func(t *testing.T) {
-		dsn := os.Getenv("DIALTONE_TEST_POSTGRES")
-		if dsn == "" {
-			dsn = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
-		}
-		b := make([]byte, 8)
-		_, _ = rand.Read(b)
-		schema := "dialtone_sip_test_" + hex.EncodeToString(b)
-		st, err := store.OpenPostgres(t.Context(), dsn, store.WithSchema(schema))
-		if err != nil {
-			t.Fatalf("OpenPostgres: %v (start PostgreSQL on 127.0.0.1:5432 with trust auth, or set DIALTONE_TEST_POSTGRES)", err)
-		}
-		t.Cleanup(func() {
-			st.Close()
-			conn, err := pgx.Connect(context.Background(), dsn)
-			if err != nil {
-				t.Errorf("dropping %s: %v", schema, err)
-				return
-			}
-			defer conn.Close(context.Background())
-			if _, err := conn.Exec(context.Background(), `DROP SCHEMA `+schema+` CASCADE`); err != nil {
-				t.Errorf("dropping %s: %v", schema, err)
-			}
-		})
-		fn(t, st)
-	})
+	forEachStore(t, "dialtone_sip_test_", func(t *testing.T, st testStore) { fn(t, st) })
 }
 
 // sipServer is the API over TLS that accepts device certificates, as the
