@@ -147,7 +147,7 @@ func TestSealedCredential(t *testing.T) {
 	if strings.Contains(c.String(), pw) {
 		t.Fatal("the credential's String shows the password")
 	}
-	noClearPassword(t, dir, pw)
+	testutil.NoFileHolds(t, dir, pw)
 	file := filepath.Join(dir, PasswordFile)
 	if fi, err := os.Stat(file); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("sealed file: %v, %v; want mode 0600", fi, err)
@@ -232,7 +232,7 @@ func TestSealedCredential(t *testing.T) {
 	if c, err := newStore(t, a, "phone-1", tp, dir).Load(ctx); err != nil || c.Password != pw2 {
 		t.Fatalf("Load after Refresh = %q, %v", c.Password, err)
 	}
-	noClearPassword(t, dir, pw2)
+	testutil.NoFileHolds(t, dir, pw2)
 }
 
 // TestRefusals: an untrusted device, a device without a password and a
@@ -308,26 +308,6 @@ func TestBadAnswers(t *testing.T) {
 				t.Fatalf("a bad answer left a sealed file: %v", err)
 			}
 		})
-	}
-}
-
-func noClearPassword(t *testing.T, dir, pw string) {
-	t.Helper()
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		if bytes.Contains(b, []byte(pw)) {
-			t.Errorf("%s holds the password in clear", p)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
 }
 

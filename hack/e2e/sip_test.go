@@ -1,12 +1,10 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -176,27 +174,6 @@ func (l *sipLab) waitSIP(what string, cond func(wire.SIPState) bool) wire.SIPSta
 	return got
 }
 
-// noClearPassword fails when a file under dir holds pw.
-func noClearPassword(t *testing.T, dir, pw string) {
-	t.Helper()
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		if bytes.Contains(b, []byte(pw)) {
-			t.Errorf("%s holds the SIP password in clear", p)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-}
-
 // TestSIPLineStory: the operator publishes the phone's SIP profile as a
 // TUF config target and sets its password; the attested phone's agent
 // (--tpm --sip) fetches both, keeps the password sealed to its TPM,
@@ -241,7 +218,7 @@ func TestSIPLineStory(t *testing.T) {
 	if _, err := tpm.ReadSealedBlob(blob); err != nil {
 		t.Fatalf("sealed password: %v", err)
 	}
-	noClearPassword(t, l.state, phonePW)
+	testutil.NoFileHolds(t, l.state, phonePW)
 	if strings.Contains(logs.String(), phonePW) {
 		t.Error("the agent logged the SIP password")
 	}
