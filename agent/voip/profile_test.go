@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -92,41 +91,4 @@ func TestParseProfile(t *testing.T) {
 			}
 		})
 	}
-}
-
-func FuzzParseProfile(f *testing.F) {
-	seeds, _ := filepath.Glob(filepath.Join("testdata", "profile-*.json"))
-	for _, s := range seeds {
-		b, err := os.ReadFile(s)
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(b)
-	}
-	f.Add([]byte(`{"proxy":"127.0.0.1:5060","domain":"d","user":"u","transport":"udp","allow_insecure_transport":true}`))
-	f.Add([]byte(`{"proxy":"a:1","domain":"d","user":"u","ca_pem":"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"}`))
-	f.Add([]byte(`{"inbound_rate":{"per_second":1e308,"burst":-1}}`))
-	f.Add([]byte(`[]`))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		p, err := ParseProfile(b)
-		if err != nil {
-			if !errors.Is(err, ErrProfile) {
-				t.Fatalf("error outside the taxonomy: %v", err)
-			}
-			return
-		}
-		// An accepted profile is normalized: parsing its encoding again
-		// gives the same profile.
-		out, err := json.Marshal(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		q, err := ParseProfile(out)
-		if err != nil {
-			t.Fatalf("re-parsing an accepted profile: %v\n%s", err, out)
-		}
-		if q.Proxy != p.Proxy || q.Transport != p.Transport || q.AuthUser != p.AuthUser || len(q.Suites) != len(p.Suites) {
-			t.Fatalf("round trip changed the profile: %+v vs %+v", p, q)
-		}
-	})
 }

@@ -70,6 +70,8 @@ func FuzzParse(f *testing.F) {
 		}
 		f.Add(b)
 	}
+	f.Add([]byte(`{"proxy":"127.0.0.1:5060","domain":"d","user":"u","transport":"udp","allow_insecure_transport":true}`))
+	f.Add([]byte(`[]`))
 	f.Add([]byte(`{"proxy":"a:1","domain":"d","user":"u","ca_pem":"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"}`))
 	f.Add([]byte(`{"inbound_rate":{"per_second":1e308,"burst":-1}}`))
 	f.Add([]byte(`null`))
